@@ -1,0 +1,174 @@
+//! `uqa bench ...`: the benchmarks behind docs/BENCHMARKS.md. Each prints a readable summary
+//! and one JSON object as its last line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use uqa_data::batch::collate;
+use uqa_data::dataset::Dataset;
+use uqa_data::reader::SequenceFile;
+use uqa_data::sampler::{DistributedSampler, SamplerConfig, SamplerState};
+use uqa_data::schema::Feature;
+
+use super::CliResult;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Open a sequence file (memory-mapped) and read every id of every feature of every row.
+    Scan(ScanArgs),
+    /// Distributed sampler + collation of padded batches from a dataset's training file.
+    Sampler(SamplerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// The `.arrow` sequence file.
+    file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SamplerArgs {
+    /// A dataset folder.
+    dir: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Positions kept per sequence (the last ones).
+    #[arg(long, default_value_t = 512)]
+    max_len: usize,
+    /// Batches to time.
+    #[arg(long, default_value_t = 200)]
+    batches: usize,
+    #[arg(long, default_value_t = 0)]
+    rank: usize,
+    #[arg(long, default_value_t = 1)]
+    world_size: usize,
+    /// Keep mapped pages resident between batches (faster; resident memory grows toward the
+    /// file size, though the pages stay reclaimable page cache).
+    #[arg(long)]
+    keep_pages: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> CliResult {
+    match cmd {
+        BenchCommand::Scan(a) => scan(a),
+        BenchCommand::Sampler(a) => sampler(a),
+    }
+}
+
+/// Peak resident set size of this process so far, in MB (VmHWM).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Current resident memory split into anonymous (heap) and file-backed (mapped files) MB.
+pub fn rss_split_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
+fn scan(a: ScanArgs) -> CliResult {
+    let start = Instant::now();
+    let file = SequenceFile::open(&a.file)?;
+    let opened = start.elapsed().as_secs_f64();
+    let (mut positions, mut values, mut checksum) = (0usize, 0usize, 0i64);
+    for b in 0..file.num_batches() {
+        for row in file.batch_rows(b) {
+            positions += row.len();
+            for f in Feature::ALL {
+                let (ids, _) = row.bags(f);
+                values += ids.len();
+                checksum = ids
+                    .iter()
+                    .fold(checksum, |acc, &x| acc.wrapping_mul(31).wrapping_add(x));
+            }
+        }
+        // Streaming: drop the batch's pages from our resident set once read.
+        file.release_batch_pages(b);
+    }
+    let total = start.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(&a.file)?.len();
+    println!(
+        "{}: {} rows, {positions} positions, {values} ids, {:.1} MB; open {opened:.2} s, open + scan {total:.2} s ({:.0} MB/s), peak RSS {:.0} MB",
+        a.file.display(),
+        file.num_rows(),
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / total,
+        peak_rss_mb()
+    );
+    println!(
+        "{}",
+        json!({"bench": "scan", "rows": file.num_rows(), "positions": positions, "ids": values,
+               "bytes": bytes, "open_s": opened, "total_s": total, "peak_rss_mb": peak_rss_mb(),
+               "checksum": checksum})
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sampler(a: SamplerArgs) -> CliResult {
+    let ds = Dataset::open(&a.dir)?;
+    let (anon, mapped) = rss_split_mb();
+    eprintln!(
+        "after open: heap {anon:.0} MB, mapped {mapped:.0} MB, peak {:.0} MB",
+        peak_rss_mb()
+    );
+    let file = &ds.train;
+    file.advise_random();
+    let sampler = DistributedSampler::new(
+        file.num_rows(),
+        a.rank,
+        a.world_size,
+        SamplerConfig::default(),
+    );
+    let start = Instant::now();
+    let (mut n, mut positions, mut epoch) = (0usize, 0usize, 0u64);
+    while n < a.batches {
+        for rows in sampler.batches(SamplerState { epoch, position: 0 }, a.batch, true) {
+            let batch = collate(file, &rows, a.max_len);
+            if !a.keep_pages {
+                file.release_pages();
+            }
+            positions += batch.lengths.iter().map(|&l| l as usize).sum::<usize>();
+            n += 1;
+            if n == a.batches {
+                break;
+            }
+        }
+        epoch += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (anon, mapped) = rss_split_mb();
+    eprintln!("after sampling: heap {anon:.0} MB, mapped {mapped:.0} MB");
+    println!(
+        "{} batches of {} x up to {} positions in {secs:.2} s: {:.1} batches/s, {:.0} positions/s, peak RSS {:.0} MB",
+        n,
+        a.batch,
+        a.max_len,
+        n as f64 / secs,
+        positions as f64 / secs,
+        peak_rss_mb()
+    );
+    println!(
+        "{}",
+        json!({"bench": "sampler", "keep_pages": a.keep_pages, "batches": n, "batch_size": a.batch, "max_len": a.max_len,
+               "seconds": secs, "batches_per_s": n as f64 / secs,
+               "positions_per_s": positions as f64 / secs, "peak_rss_mb": peak_rss_mb()})
+    );
+    Ok(ExitCode::SUCCESS)
+}

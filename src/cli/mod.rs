@@ -1,0 +1,44 @@
+//! Command-line definition: one subcommand per pipeline stage. Each subcommand's module turns
+//! its parsed flags into library calls.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod data;
+mod quickstart;
+
+pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+/// uqa: distributed training and evaluation of user-embedding-prompted LLMs (UQABench).
+///
+/// The pipeline: `uqa data` builds reference-format datasets (synthetic Taobao-like data or
+/// MovieLens), later stages pre-train encoders, align them to an LLM and evaluate.
+#[derive(Debug, Parser)]
+#[command(name = "uqa", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline end to end on embedded defaults (today: generate the `small` synthetic
+    /// dataset and print its statistics).
+    Quickstart(quickstart::QuickstartArgs),
+    /// Build, inspect and check datasets in the reference Arrow layout.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Benchmarks recorded in docs/BENCHMARKS.md (each ends with one JSON line).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Quickstart(a) => quickstart::run(a),
+        Command::Data(cmd) => data::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}
