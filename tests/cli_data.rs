@@ -325,9 +325,24 @@ fn movielens_1m_matches_the_sasrec_paper_counts() {
 fn committed_dataset_specs_equal_the_presets() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for preset in ["tiny", "small", "taobao"] {
-        let printed = ok(&uqa(&["data", "synth", "--preset", preset, "--print-config"]));
-        let file = std::fs::read_to_string(root.join(format!("configs/data/{preset}.toml"))).unwrap();
-        let body: String = file.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
-        assert_eq!(body.trim(), printed.trim(), "configs/data/{preset}.toml drifted from the preset");
+        let printed = ok(&uqa(&[
+            "data",
+            "synth",
+            "--preset",
+            preset,
+            "--print-config",
+        ]));
+        let file =
+            std::fs::read_to_string(root.join(format!("configs/data/{preset}.toml"))).unwrap();
+        let body: String = file
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            body.trim(),
+            printed.trim(),
+            "configs/data/{preset}.toml drifted from the preset"
+        );
     }
 }

@@ -178,8 +178,11 @@ impl SequenceFile {
             let columns = batch_columns(&path, &batch, first_row, (start, len))?;
             row_starts.push(first_row + batch.num_rows());
             batches.push(columns);
+            // The checks touched every offset buffer of the batch; give those pages back so
+            // that opening a file costs no resident memory beyond one batch.
+            release_range(&mmap, start, len);
         }
-        let file = Self {
+        Ok(Self {
             path,
             schema,
             mmap,
@@ -187,13 +190,7 @@ impl SequenceFile {
             row_starts,
             vocab,
             id_base,
-        };
-        // The checks above touched every offset buffer; give those pages back so that an
-        // opened file costs no resident memory until rows are read.
-        for b in 0..file.batches.len() {
-            file.release_batch_pages(b);
-        }
-        Ok(file)
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -279,19 +276,24 @@ impl SequenceFile {
     /// The data stays valid: the next access faults the pages back in from the page cache.
     pub fn release_batch_pages(&self, b: usize) {
         let (start, len) = self.batches[b].byte_range;
-        let page = 4096;
-        let aligned = start / page * page;
-        // SAFETY: the mapping is a read-only, file-backed shared mapping; MADV_DONTNEED on it
-        // only discards this process's page-table entries and never the file's contents, so
-        // every slice into it stays valid and reads the same bytes afterwards.
-        let _ = unsafe {
-            self.mmap.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                aligned,
-                (len + start - aligned).min(self.mmap.len() - aligned),
-            )
-        };
+        release_range(&self.mmap, start, len);
     }
+}
+
+/// Drop the pages of `start..start + len` from the resident set (see `release_batch_pages`).
+fn release_range(mmap: &Mmap, start: usize, len: usize) {
+    let page = 4096;
+    let aligned = start / page * page;
+    // SAFETY: the mapping is a read-only, file-backed shared mapping; MADV_DONTNEED on it only
+    // discards this process's page-table entries and never the file's contents, so every slice
+    // into it stays valid and reads the same bytes afterwards.
+    let _ = unsafe {
+        mmap.unchecked_advise_range(
+            memmap2::UncheckedAdvice::DontNeed,
+            aligned,
+            (len + start - aligned).min(mmap.len() - aligned),
+        )
+    };
 }
 
 /// `Mmap` shared with the arrays that point into it.

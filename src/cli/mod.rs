@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod data;
+mod qa_gen;
 mod quickstart;
 
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
@@ -25,11 +26,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the pipeline end to end on embedded defaults (today: generate the `small` synthetic
-    /// dataset and print its statistics).
+    /// dataset, print its statistics, and generate the sub-task question files).
     Quickstart(quickstart::QuickstartArgs),
     /// Build, inspect and check datasets in the reference Arrow layout.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Generate question/answer files for the seven sub-tasks (DF, MF, IP, AP, LI, SI, IT) from
+    /// a dataset's histories and held-out tails, balanced per sub-task.
+    QaGen(qa_gen::QaGenArgs),
     /// Benchmarks recorded in docs/BENCHMARKS.md (each ends with one JSON line).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -39,6 +43,7 @@ pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Quickstart(a) => quickstart::run(a),
         Command::Data(cmd) => data::run(cmd),
+        Command::QaGen(a) => qa_gen::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -101,7 +101,7 @@ impl SynthConfig {
             // these settings about 994k survive.
             "taobao" => Some(Self {
                 users: 184_520,
-                items: 1_310_000,
+                items: 1_337_000,
                 cates: 9_330,
                 brands: 149_750,
                 shops: 268_446,

@@ -1,0 +1,30 @@
+//! The evaluator's error type.
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Data(#[from] uqa_data::DataError),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl EvalError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

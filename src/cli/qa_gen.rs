@@ -1,0 +1,57 @@
+//! `uqa qa-gen`: alignment and evaluation question files for the seven sub-tasks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use uqa_evaluator::qa::{Lang, QaGenConfig, Task, generate};
+
+use super::CliResult;
+
+#[derive(Debug, Args)]
+pub struct QaGenArgs {
+    /// Dataset folder (from `uqa data synth` or `uqa data import`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder for align_data_train.arrow, align_data_eval.arrow and qa.json (default:
+    /// the dataset folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Question language: zh (the reference's; templates contain its recognition fragments) or
+    /// en.
+    #[arg(long, default_value = "zh")]
+    lang: Lang,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training questions per sub-task (the reference has about 7,500).
+    #[arg(long, default_value_t = 7_500)]
+    train_per_task: usize,
+    /// Evaluation questions per sub-task (the reference has about 1,000).
+    #[arg(long, default_value_t = 1_000)]
+    eval_per_task: usize,
+}
+
+pub fn run(a: QaGenArgs) -> CliResult {
+    let out = a.out.clone().unwrap_or_else(|| a.data.clone());
+    let config = QaGenConfig {
+        lang: a.lang,
+        seed: a.seed,
+        train_per_task: a.train_per_task,
+        eval_per_task: a.eval_per_task,
+    };
+    let report = generate(&a.data, &out, config)?;
+    println!(
+        "questions per sub-task (train / eval), balanced; written to {}",
+        out.display()
+    );
+    for task in Task::ALL.map(|t| t.name()) {
+        println!(
+            "  {task}  {:>6} / {:>5}   (users able to answer: {} / {})",
+            report.train[task],
+            report.eval[task],
+            report.train_available[task],
+            report.eval_available[task]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
