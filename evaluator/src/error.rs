@@ -16,6 +16,13 @@ pub enum EvalError {
         source: std::io::Error,
     },
 
+    #[error("{path}: line {line}: {reason}")]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -9,6 +9,7 @@ mod bench;
 mod data;
 mod qa_gen;
 mod quickstart;
+mod report;
 
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -34,6 +35,15 @@ pub enum Command {
     /// Generate question/answer files for the seven sub-tasks (DF, MF, IP, AP, LI, SI, IT) from
     /// a dataset's histories and held-out tails, balanced per sub-task.
     QaGen(qa_gen::QaGenArgs),
+    /// Score predictions (prefix match as the headline, plus normalized and list-aware partial
+    /// credit; micro and macro averages; bootstrap 95% intervals) and write the paper's Table 2
+    /// and Table 7 as Markdown, CSV and JSON, with SVG plots, for several runs side by side.
+    Report(report::ReportArgs),
+    /// Launch ranks like torchrun: same flags (--nproc-per-node, --nnodes, --node-rank,
+    /// --master-addr, --master-port, --standalone, --max-restarts) and the same environment
+    /// (RANK, LOCAL_RANK, WORLD_SIZE, ...); rank-prefixed output, gang teardown, restarts.
+    /// Also installed as the `uqa-launch` binary.
+    Launch(uqa_launcher::Args),
     /// Benchmarks recorded in docs/BENCHMARKS.md (each ends with one JSON line).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -44,6 +54,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Quickstart(a) => quickstart::run(a),
         Command::Data(cmd) => data::run(cmd),
         Command::QaGen(a) => qa_gen::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Launch(a) => Ok(uqa_launcher::run(a)),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }
