@@ -1,4 +1,4 @@
-//! All-reduce bus bandwidth of the `tcp` backend, nccl-tests convention
+//! All-reduce bus bandwidth of the `tcp` or `mpi` backend, nccl-tests convention
 //! (busbw = algbw * 2(n-1)/n), f32 sum, 4 KiB to 256 MiB, measured like
 //! `../shared/bench/allreduce.py` (gloo): a barrier before each call, a call's time is the slowest
 //! rank's, median and minimum over the iterations.
@@ -7,13 +7,15 @@
 //! cargo run --release -p uqa-comm --example allreduce_bench            # spawns 2 ranks itself
 //! cargo run --release -p uqa-comm --example allreduce_bench -- --ranks 4 --min-kib 1024 --max-mib 64
 //! uqa-launch --standalone --nproc-per-node 2 -- target/release/examples/allreduce_bench
+//! cargo build --release -p uqa-comm --features mpi --example allreduce_bench
+//! mpirun --allow-run-as-root -np 2 target/release/examples/allreduce_bench --backend mpi
 //! ```
 //! Prints a Markdown table on rank 0 and a final JSON line.
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use uqa_comm::{BootstrapOptions, CommunicatorExt, RankEnv, ReduceOp, bootstrap};
+use uqa_comm::{Backend, BootstrapOptions, CommunicatorExt, RankEnv, ReduceOp, bootstrap};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -25,12 +27,31 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// `--backend NAME` (default tcp).
+fn backend(args: &[String]) -> Result<Backend, String> {
+    match args.iter().position(|a| a == "--backend") {
+        Some(i) => args
+            .get(i + 1)
+            .ok_or_else(|| "--backend needs a value".to_string())?
+            .parse(),
+        None => Ok(Backend::Tcp),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if std::env::var_os("RANK").is_none() {
+    let backend = match backend(&args) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("allreduce_bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // MPI ranks come from mpirun/srun; only the tcp backend spawns its own ranks.
+    if backend == Backend::Tcp && std::env::var_os("RANK").is_none() {
         return spawn_ranks(&args);
     }
-    match bench(&args) {
+    match bench(&args, backend) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("allreduce_bench: {e}");
@@ -85,14 +106,18 @@ fn spawn_ranks(args: &[String]) -> ExitCode {
     }
 }
 
-fn bench(args: &[String]) -> uqa_comm::Result<()> {
+fn bench(args: &[String], backend: Backend) -> uqa_comm::Result<()> {
     let env = RankEnv::from_env()?;
-    let mut comm = bootstrap(&env, &BootstrapOptions::default())?;
-    let (rank, n) = (comm.rank(), comm.world_size());
+    let opts = BootstrapOptions {
+        backend,
+        ..Default::default()
+    };
+    let mut comm = bootstrap(&env, &opts)?;
+    let (rank, n, name) = (comm.rank(), comm.world_size(), comm.backend());
     let max_bytes = arg(args, "--max-mib", 256) << 20;
     let bus = 2.0 * (n as f64 - 1.0) / n as f64;
     if rank == 0 {
-        println!("tcp all-reduce, {n} ranks, f32 sum (busbw = algbw * {bus:.2})\n");
+        println!("{name} all-reduce, {n} ranks, f32 sum (busbw = algbw * {bus:.2})\n");
         println!("| bytes | median µs | min µs | algbw GB/s | busbw GB/s |");
         println!("| --- | --- | --- | --- | --- |");
     }
@@ -136,7 +161,7 @@ fn bench(args: &[String]) -> uqa_comm::Result<()> {
     }
     if rank == 0 {
         println!(
-            "{{\"bench\":\"allreduce\",\"backend\":\"tcp\",\"ranks\":{n},\"dtype\":\"f32\",\"op\":\"sum\",\"results\":[{}]}}",
+            "{{\"bench\":\"allreduce\",\"backend\":\"{name}\",\"ranks\":{n},\"dtype\":\"f32\",\"op\":\"sum\",\"results\":[{}]}}",
             rows.join(",")
         );
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crate::communicator::Communicator;
 use crate::env::RankEnv;
-use crate::error::{CommError, Result};
+#[cfg(not(all(feature = "mpi", feature = "nccl")))]
+use crate::error::CommError;
+use crate::error::Result;
 use crate::tcp::TcpComm;
 
 /// A collective engine.
@@ -15,9 +17,10 @@ use crate::tcp::TcpComm;
 pub enum Backend {
     /// Ring collectives over TCP (CPU; the default).
     Tcp,
-    /// MPI (cargo feature `mpi`; not built yet).
+    /// MPI (cargo feature `mpi`): rank and world size from MPI (`mpirun`, `srun --mpi=pmix`).
     Mpi,
-    /// NCCL through cudarc (cargo feature `nccl`; not built yet).
+    /// NCCL through cudarc (cargo feature `nccl`): GPU `LOCAL_RANK`, unique id through the store;
+    /// a clear error when no NCCL library is present.
     Nccl,
 }
 
@@ -55,10 +58,16 @@ impl Default for BootstrapOptions {
 pub fn bootstrap(env: &RankEnv, opts: &BootstrapOptions) -> Result<Box<dyn Communicator>> {
     match opts.backend {
         Backend::Tcp => Ok(Box::new(TcpComm::connect(env, opts.timeout)?)),
+        #[cfg(feature = "mpi")]
+        Backend::Mpi => Ok(Box::new(crate::mpi::MpiComm::init(env, opts.timeout)?)),
+        #[cfg(not(feature = "mpi"))]
         Backend::Mpi => Err(CommError::BackendUnavailable {
             backend: "mpi",
             reason: "not compiled in (build with the `mpi` feature)".into(),
         }),
+        #[cfg(feature = "nccl")]
+        Backend::Nccl => Ok(Box::new(crate::nccl::NcclComm::connect(env, opts.timeout)?)),
+        #[cfg(not(feature = "nccl"))]
         Backend::Nccl => Err(CommError::BackendUnavailable {
             backend: "nccl",
             reason: "not compiled in (build with the `nccl` feature)".into(),

@@ -139,6 +139,23 @@ pub enum CommError {
         first: String,
     },
 
+    /// An MPI call returned an error code (our communicator returns errors instead of aborting).
+    #[error("{op}: MPI error on rank {rank}: {message} (MPI error code {code})")]
+    Mpi {
+        op: &'static str,
+        rank: usize,
+        code: i32,
+        message: String,
+    },
+
+    /// A CUDA or NCCL call failed.
+    #[error("{op}: NCCL/CUDA error on rank {rank}: {message}")]
+    Nccl {
+        op: &'static str,
+        rank: usize,
+        message: String,
+    },
+
     #[error("backend {backend} is not available: {reason}")]
     BackendUnavailable {
         backend: &'static str,

@@ -4,8 +4,9 @@
 //! - [`store`]: the rendezvous key-value store ([`Store`], [`StoreServer`]);
 //! - [`Communicator`]: all-reduce, broadcast, all-gather, reduce-scatter and barrier, each with a
 //!   timeout, typed through [`CommunicatorExt`];
-//! - backends: [`TcpComm`] (ring over TCP, CPU default) and [`LocalComm`] (threads of one
-//!   process, for tests); [`bootstrap()`] picks one from the environment.
+//! - backends: [`TcpComm`] (ring over TCP, CPU default), [`LocalComm`] (threads of one process,
+//!   for tests), `MpiComm` (feature `mpi`) and `NcclComm` (feature `nccl`); [`bootstrap()`]
+//!   picks one from the environment.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -25,7 +26,12 @@ pub mod element;
 pub mod env;
 pub mod error;
 pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod nodelist;
+mod stall;
 pub mod store;
 pub mod tcp;
 mod wire;
@@ -36,6 +42,10 @@ pub use element::{BufMut, BufRef, DType, Element};
 pub use env::{LaunchSource, RankEnv};
 pub use error::{CommError, Result};
 pub use local::LocalComm;
+#[cfg(feature = "mpi")]
+pub use mpi::MpiComm;
+#[cfg(feature = "nccl")]
+pub use nccl::NcclComm;
 pub use store::{Store, StoreServer};
 pub use tcp::TcpComm;
 pub use wire::{MAX_FRAME, MAX_KEY};

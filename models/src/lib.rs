@@ -1,0 +1,28 @@
+//! uqa-models: the models of the pre-training stage on candle.
+//!
+//! - [`embedder`]: feature fusion (mean-pooled embedding bags, concatenation, projection);
+//! - [`encoder`]: the [`Encoder`] trait and the sequence encoders (Trm++, SASRec, HSTU,
+//!   GRU4Rec, Mamba4Rec);
+//! - [`loss`]: the chunked, tied next-item cross-entropy and InfoNCE;
+//! - [`pretrain`]: the three assembled into the pre-training model.
+//!
+//! Model code has no collectives; the trainer wraps models for data parallelism. Every module
+//! uses differentiable candle ops only (see DESIGN.md "Known traps" and `layers`).
+
+pub mod embedder;
+pub mod encoder;
+pub mod error;
+pub mod init;
+mod layers;
+pub mod loss;
+pub mod pretrain;
+
+pub use embedder::{EmbedderConfig, FeatureEmbedder, InputVariant, mask_tensor};
+pub use encoder::{
+    Encoder, EncoderConfig, Gru4Rec, Gru4RecConfig, Hstu, HstuConfig, Mamba4Rec, Mamba4RecConfig,
+    Sasrec, SasrecConfig, TrmConfig, TrmPlusPlus,
+};
+pub use error::{ModelError, Result};
+pub use init::seeded_var_builder;
+pub use loss::{InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss};
+pub use pretrain::{ObjectiveConfig, ParamCount, PretrainConfig, PretrainModel};

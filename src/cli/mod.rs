@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod data;
+mod pretrain;
 mod qa_gen;
 mod quickstart;
 mod report;
@@ -32,6 +33,9 @@ pub enum Command {
     /// Build, inspect and check datasets in the reference Arrow layout.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Pre-train a user-sequence encoder (Trm++, SASRec, HSTU, GRU4Rec, Mamba4Rec) with
+    /// next-item prediction or InfoNCE; evaluates HR@K / NDCG@K and writes checkpoints.
+    Pretrain(pretrain::PretrainArgs),
     /// Generate question/answer files for the seven sub-tasks (DF, MF, IP, AP, LI, SI, IT) from
     /// a dataset's histories and held-out tails, balanced per sub-task.
     QaGen(qa_gen::QaGenArgs),
@@ -53,6 +57,7 @@ pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Quickstart(a) => quickstart::run(a),
         Command::Data(cmd) => data::run(cmd),
+        Command::Pretrain(a) => pretrain::run(a),
         Command::QaGen(a) => qa_gen::run(a),
         Command::Report(a) => report::run(a),
         Command::Launch(a) => Ok(uqa_launcher::run(a)),

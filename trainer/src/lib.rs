@@ -1,1 +1,15 @@
+//! uqa's training stages. Today: pre-training of user-sequence encoders (`pretrain`), with its
+//! optimiser (`optim`), checkpoints (`checkpoint`), metrics log (`metrics`) and encoder
+//! evaluation (`eval`).
 
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod eval;
+pub mod metrics;
+pub mod optim;
+pub mod pretrain;
+
+pub use config::PretrainJob;
+pub use error::{Result, TrainError};
+pub use pretrain::{PretrainOutcome, pretrain};

@@ -14,14 +14,12 @@ use crate::communicator::{Communicator, ReduceOp, check};
 use crate::element::{BufMut, BufRef, Element};
 use crate::env::RankEnv;
 use crate::error::{CommError, Result};
+use crate::stall::{self, Diagnosis};
 use crate::store::{Store, StoreServer};
 use crate::{dispatch_mut, dispatch_pair};
 use engine::{EngineError, Links, Stall};
 use header::Arg;
 use schedule::Schedule;
-
-/// How long ranks that timed out wait for each other's reports before naming the silent ones.
-const DIAGNOSIS_WINDOW: Duration = Duration::from_secs(1);
 
 /// One rank of a TCP ring.
 pub struct TcpComm {
@@ -182,39 +180,22 @@ impl TcpComm {
             hint: String::new(),
         };
         let Some(store) = &self.store else { return err };
-        let store = store
-            .with_prefix(&format!("stall/{seq}/"))
-            .with_op_timeout(DIAGNOSIS_WINDOW);
-        if store.set(&self.rank.to_string(), op.as_bytes()).is_err() {
+        let CommError::Timeout { peer, hint, .. } = &mut err else {
             return err;
-        }
-        let keys: Vec<String> = (0..self.world).map(|r| r.to_string()).collect();
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        if store.wait(&refs, DIAGNOSIS_WINDOW).is_ok() {
-            if let CommError::Timeout { hint, .. } = &mut err {
+        };
+        match stall::diagnose(store, op, seq, self.rank, self.world) {
+            Diagnosis::AllTimedOut => {
                 *hint = format!("; every rank timed out in {op} #{seq}, so no rank is simply late");
             }
-            return err;
-        }
-        // A rank is silent only if the store says so; if the store itself is gone (its host
-        // exited), there is no diagnosis to add.
-        let mut silent = Vec::new();
-        for (r, key) in keys.iter().enumerate() {
-            match store.check(&[key]) {
-                Ok(true) => {}
-                Ok(false) => silent.push(r),
-                Err(_) => return err,
+            Diagnosis::Silent(silent) => {
+                if !silent.contains(peer) {
+                    *peer = silent[0];
+                }
+                *hint = format!(
+                    "; ranks that never reached {op} #{seq}: {silent:?} (ring neighbour: rank {direct})"
+                );
             }
-        }
-        if let CommError::Timeout { peer, hint, .. } = &mut err
-            && !silent.is_empty()
-        {
-            if !silent.contains(peer) {
-                *peer = silent[0];
-            }
-            *hint = format!(
-                "; ranks that never reached {op} #{seq}: {silent:?} (ring neighbour: rank {direct})"
-            );
+            Diagnosis::Unknown => {}
         }
         err
     }

@@ -1,0 +1,60 @@
+//! The crate's error type. Public entry points return [`ModelError`]; internal tensor code uses
+//! `candle_core::Result` and gets its context (which module, which op) attached at the boundary
+//! through [`CandleContext::ctx`].
+
+/// Everything that can go wrong building or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A configuration value is invalid; `field` is the path of the offending key.
+    #[error("invalid config field `{field}`: {reason}")]
+    Config { field: String, reason: String },
+    /// A mini-batch is malformed (inconsistent lengths, broken bag offsets, ...).
+    #[error("invalid batch: {reason}")]
+    Batch { reason: String },
+    /// An id does not fit the embedding table it indexes.
+    #[error("{feature} id {id} at flat position {position} is outside its vocabulary of {vocab}")]
+    IdOutOfRange {
+        feature: &'static str,
+        id: u32,
+        position: usize,
+        vocab: u64,
+    },
+    /// A tensor operation failed; `context` names the module and step.
+    #[error("{context}: {source}")]
+    Candle {
+        context: String,
+        #[source]
+        source: candle_core::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, ModelError>;
+
+impl ModelError {
+    pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ModelError::Config {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn batch(reason: impl Into<String>) -> Self {
+        ModelError::Batch {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Attaches a context string to candle errors.
+pub trait CandleContext<T> {
+    fn ctx(self, context: &str) -> Result<T>;
+}
+
+impl<T> CandleContext<T> for candle_core::Result<T> {
+    fn ctx(self, context: &str) -> Result<T> {
+        self.map_err(|source| ModelError::Candle {
+            context: context.to_string(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! The pre-training model assembled from its parts: feature embedder -> encoder -> objective
+//! (next-item cross-entropy "SL" or InfoNCE "CL"), with the item table tied between input and
+//! output. This is what the trainer builds from the `[model]` section of an experiment config.
+
+use candle_core::{IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+use uqa_data::batch::SequenceBatch;
+use uqa_data::schema::Vocab;
+
+use crate::embedder::{EmbedderConfig, FeatureEmbedder, InputVariant, mask_tensor};
+use crate::encoder::{Encoder, EncoderConfig};
+use crate::error::{CandleContext, ModelError, Result};
+use crate::loss::{
+    InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss, uniform_negatives,
+};
+
+/// The pre-training objective; in TOML `kind = "next-item"` (alias `sl`) or `"info-nce"`
+/// (alias `cl`) plus the objective's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ObjectiveConfig {
+    #[serde(alias = "sl")]
+    NextItem(NextItemConfig),
+    #[serde(alias = "cl")]
+    InfoNce(InfoNceConfig),
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        ObjectiveConfig::NextItem(NextItemConfig::default())
+    }
+}
+
+/// Everything needed to build a [`PretrainModel`] (vocabulary sizes come from the data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    #[serde(default)]
+    pub embedder: EmbedderConfig,
+    pub encoder: EncoderConfig,
+    #[serde(default)]
+    pub objective: ObjectiveConfig,
+}
+
+/// Parameter counts: `dense` follows the paper's convention (embedding tables excluded);
+/// `embeddings` are the feature tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamCount {
+    pub dense: usize,
+    pub embeddings: usize,
+}
+
+impl PretrainConfig {
+    /// Counts from the config alone, nothing allocated (so the 1.2B preset can be sized
+    /// anywhere).
+    pub fn param_count(&self, vocab: &Vocab) -> ParamCount {
+        let e = &self.embedder;
+        let d = self.encoder.width();
+        let head = d * e.item_dim + e.item_dim;
+        let side = (vocab.cates + vocab.brands + vocab.shops + vocab.sellers) as usize;
+        let embeddings = vocab.items as usize * e.item_dim
+            + match e.variant {
+                InputVariant::Full => (side + vocab.tokens as usize) * e.side_dim,
+                InputVariant::NoText => side * e.side_dim,
+                InputVariant::NoSide => 0,
+            };
+        ParamCount {
+            dense: e.dense_params(d) + self.encoder.param_count() + head,
+            embeddings,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.embedder.validate()?;
+        self.encoder.validate()?;
+        match &self.objective {
+            ObjectiveConfig::NextItem(c) if c.chunk == 0 => {
+                Err(ModelError::config("objective.chunk", "must be positive"))
+            }
+            ObjectiveConfig::InfoNce(c) => c.validate(),
+            _ => Ok(()),
+        }
+    }
+}
+
+enum Objective {
+    NextItem(NextItemLoss),
+    InfoNce(InfoNceLoss),
+}
+
+/// Embedder, encoder and objective. Weights: `embedder.*`, `encoder.*`, `head.*`.
+pub struct PretrainModel {
+    cfg: PretrainConfig,
+    embedder: FeatureEmbedder,
+    encoder: Box<dyn Encoder>,
+    objective: Objective,
+}
+
+impl PretrainModel {
+    pub fn new(cfg: &PretrainConfig, vocab: &Vocab, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let width = cfg.encoder.width();
+        let item_dim = cfg.embedder.item_dim;
+        let embedder = FeatureEmbedder::new(&cfg.embedder, vocab, width, vb.pp("embedder"))?;
+        let encoder = cfg.encoder.build(vb.pp("encoder"))?;
+        let objective = match &cfg.objective {
+            ObjectiveConfig::NextItem(c) => {
+                Objective::NextItem(NextItemLoss::new(c, width, item_dim, vb.pp("head"))?)
+            }
+            ObjectiveConfig::InfoNce(c) => {
+                Objective::InfoNce(InfoNceLoss::new(c, width, item_dim, vb.pp("head"))?)
+            }
+        };
+        Ok(PretrainModel {
+            cfg: cfg.clone(),
+            embedder,
+            encoder,
+            objective,
+        })
+    }
+
+    pub fn config(&self) -> &PretrainConfig {
+        &self.cfg
+    }
+
+    pub fn item_table(&self) -> &Tensor {
+        self.embedder.item_table()
+    }
+
+    /// Encoder hidden states `[B, T, width]` (the user representation adapters consume).
+    pub fn encode(&self, batch: &SequenceBatch, train: bool) -> Result<Tensor> {
+        let x = self.embedder.forward(batch)?;
+        let mask = mask_tensor(batch, x.dtype(), x.device())?;
+        self.encoder
+            .forward_timed(&x, &mask, batch.timestamps.as_deref(), train)
+    }
+
+    /// The summed training loss of a batch and its label count. `seed` draws InfoNCE's
+    /// sampled negatives (ignored by the next-item loss); vary it per step and rank.
+    pub fn loss(&self, batch: &SequenceBatch, train: bool, seed: u64) -> Result<LossSum> {
+        let h = self.encode(batch, train)?;
+        match &self.objective {
+            Objective::NextItem(l) => l.forward(&h, self.item_table(), batch),
+            Objective::InfoNce(l) => {
+                let items = self.item_table().dim(0).ctx("item table shape")? as u64;
+                let neg = uniform_negatives(seed, l.config().sampled_negatives, items);
+                l.forward(&h, self.item_table(), batch, &neg)
+            }
+        }
+    }
+
+    /// Query vectors `[B, item_dim]` at each row's last valid position, for full-ranking
+    /// evaluation (`scores = q @ item_table^T`). Rows of length 0 are an error.
+    pub fn last_queries(&self, batch: &SequenceBatch) -> Result<Tensor> {
+        if let Some(r) = batch.lengths.iter().position(|&l| l == 0) {
+            return Err(ModelError::batch(format!(
+                "row {r} is empty: nothing to query"
+            )));
+        }
+        let h = self.encode(batch, false)?;
+        let last: Vec<Tensor> = batch
+            .lengths
+            .iter()
+            .enumerate()
+            .map(|(r, &len)| h.i((r, len as usize - 1)))
+            .collect::<candle_core::Result<_>>()
+            .ctx("selecting last positions")?;
+        let h = Tensor::stack(&last, 0).ctx("stacking last positions")?;
+        match &self.objective {
+            Objective::NextItem(l) => l.project(&h),
+            Objective::InfoNce(l) => l.project(&h),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Parameters in a fixed order and their gradients as flat fp32 buffers. Gradients leave
+//! candle's `GradStore` once per micro-step and are summed here, so accumulation, the
+//! data-parallel all-reduce and the optimiser all work on plain slices in a deterministic order.
+
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, Storage, Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::error::{CandleContext, Result, TrainError};
+
+/// The trainable variables, sorted by name (the order every rank agrees on).
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub names: Vec<String>,
+    pub vars: Vec<Var>,
+}
+
+impl Params {
+    pub fn from_varmap(map: &VarMap) -> Self {
+        let data = map.data().lock().expect("var map lock");
+        let mut named: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let (names, vars) = named.into_iter().unzip();
+        Self { names, vars }
+    }
+
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+
+    /// Total number of scalars.
+    pub fn numel(&self) -> usize {
+        self.vars.iter().map(|v| v.elem_count()).sum()
+    }
+}
+
+/// Run `f` on the tensor's values as a contiguous f32 slice (copying only when the tensor is
+/// not a contiguous CPU f32 tensor).
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(values)), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&values[a..b]));
+        }
+    }
+    let copy = t
+        .flatten_all()
+        .and_then(|x| x.to_dtype(candle_core::DType::F32))
+        .and_then(|x| x.to_vec1::<f32>())
+        .ctx("reading a tensor")?;
+    Ok(f(&copy))
+}
+
+/// One flat buffer per parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grads {
+    pub bufs: Vec<Vec<f32>>,
+}
+
+impl Grads {
+    pub fn zeros(params: &Params) -> Self {
+        Self {
+            bufs: params
+                .vars
+                .iter()
+                .map(|v| vec![0.0; v.elem_count()])
+                .collect(),
+        }
+    }
+
+    pub fn zero(&mut self) {
+        for b in &mut self.bufs {
+            b.fill(0.0);
+        }
+    }
+
+    /// Add this micro-step's gradients. A parameter with no gradient is an error: the traps
+    /// in DESIGN.md (ops without backward) make silent zero gradients the bug to catch.
+    pub fn add(&mut self, params: &Params, store: &GradStore) -> Result<()> {
+        for ((name, var), buf) in params.names.iter().zip(&params.vars).zip(&mut self.bufs) {
+            let g = store.get(var).ok_or_else(|| {
+                TrainError::Invalid(format!(
+                    "parameter `{name}` received no gradient (an op without backward upstream?)"
+                ))
+            })?;
+            with_f32(g, |s| {
+                for (b, x) in buf.iter_mut().zip(s) {
+                    *b += x;
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Global L2 norm over all buffers (in f64).
+    pub fn norm(&self) -> f64 {
+        self.bufs
+            .iter()
+            .map(|b| b.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    pub fn is_finite(&self) -> bool {
+        self.bufs.iter().all(|b| b.iter().all(|x| x.is_finite()))
+    }
+}
+
+/// The factor that scales gradients to `max_norm` when their norm exceeds it (1 otherwise, and
+/// always 1 when `max_norm` is 0, i.e. clipping off).
+pub fn clip_factor(norm: f64, max_norm: f64) -> f64 {
+    if max_norm > 0.0 && norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn gradients_accumulate_in_name_order_and_missing_ones_are_errors() {
+        let map = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let b = vb
+            .get_with_hints(2, "b", candle_nn::Init::Const(1.0))
+            .unwrap();
+        let a = vb
+            .get_with_hints(3, "a", candle_nn::Init::Const(2.0))
+            .unwrap();
+        let params = Params::from_varmap(&map);
+        assert_eq!(params.names, vec!["a", "b"]);
+        let mut grads = Grads::zeros(&params);
+        for _ in 0..2 {
+            let loss = ((a.sqr().unwrap().sum_all().unwrap()) + b.sum_all().unwrap()).unwrap();
+            grads.add(&params, &loss.backward().unwrap()).unwrap();
+        }
+        assert_eq!(grads.bufs[0], vec![8.0; 3]); // 2 x d(a^2)/da = 2 x 2a
+        assert_eq!(grads.bufs[1], vec![2.0; 2]);
+        assert!((grads.norm() - (3.0f64 * 64.0 + 2.0 * 4.0).sqrt()).abs() < 1e-9);
+        let only_a = a.sum_all().unwrap().backward().unwrap();
+        let err = grads.add(&params, &only_a).unwrap_err().to_string();
+        assert!(err.contains("`b` received no gradient"), "{err}");
+    }
+
+    #[test]
+    fn clipping_scales_to_the_limit_only_above_it() {
+        assert_eq!(clip_factor(3.0, 0.0), 1.0);
+        assert_eq!(clip_factor(1.0, 1.5), 1.0);
+        assert!((clip_factor(3.0, 1.5) * 3.0 - 1.5).abs() < 1e-5);
+    }
+}

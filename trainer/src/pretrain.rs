@@ -1,0 +1,238 @@
+//! Stage 1: pre-training a user-sequence encoder with next-item prediction. The loop reads top
+//! to bottom: build or resume, then for each step collate micro-batches, forward, backward,
+//! accumulate, clip, step, log; evaluate and checkpoint at their intervals.
+//!
+//! The loss of a step is the sum of per-label losses divided by the step's label count, so
+//! micro-steps of different lengths weigh each label equally (torchtitan's normalisation).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use serde_json::json;
+use uqa_data::batch::{SequenceBatch, collate};
+use uqa_data::dataset::Dataset;
+use uqa_data::sampler::{DistributedSampler, SamplerConfig, SamplerState};
+use uqa_models::{PretrainModel, seeded_var_builder};
+
+use crate::checkpoint::{self, TrainState};
+use crate::config::PretrainJob;
+use crate::error::{CandleContext, Result, TrainError};
+use crate::eval::{RankingMetrics, evaluate};
+use crate::metrics::MetricsLog;
+use crate::optim::{AdamW, Grads, Params, clip_factor};
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct PretrainOutcome {
+    pub steps: u64,
+    pub last_loss: f64,
+    pub eval: Option<RankingMetrics>,
+    pub checkpoint: Option<PathBuf>,
+    pub resumed_from: Option<PathBuf>,
+}
+
+/// Labels in a batch: every valid position but each row's last.
+fn label_count(b: &SequenceBatch) -> usize {
+    b.lengths
+        .iter()
+        .map(|&l| (l as usize).saturating_sub(1))
+        .sum()
+}
+
+pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
+    let out = &job.train.out;
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    let ds = Dataset::open(&job.data.dir)?;
+    ds.train.advise_random();
+
+    // Same seed, same initial weights.
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = seeded_var_builder(&varmap, job.train.seed, DType::F32, &device);
+    let model = PretrainModel::new(&job.model, &ds.meta.vocab, vb)?;
+    let params = Params::from_varmap(&varmap);
+    let counts = job.model.param_count(&ds.meta.vocab);
+    eprintln!(
+        "model: {} dense parameters (paper convention, embedding tables excluded) + {} in embedding tables",
+        counts.dense, counts.embeddings
+    );
+
+    let mut optimizer = AdamW::new(job.optim.adamw, &params);
+    let hash = job.hash();
+    let resumed_from = checkpoint::latest(out)?;
+    let mut state = match &resumed_from {
+        Some(dir) => {
+            let s = checkpoint::restore(dir, &params, &mut optimizer, &hash)?;
+            eprintln!(
+                "resumed from {} (step {}, epoch {})",
+                dir.display(),
+                s.step,
+                s.epoch
+            );
+            s
+        }
+        None => TrainState {
+            step: 0,
+            epoch: 0,
+            sampler_position: 0,
+            config_hash: hash.clone(),
+            world_size: 1,
+        },
+    };
+    let config_toml = job.to_toml();
+    uqa_data::atomic::write_atomic(out.join("config.toml"), config_toml.as_bytes())?;
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"))?;
+
+    let sampler = DistributedSampler::new(
+        ds.train.num_rows(),
+        0,
+        1,
+        SamplerConfig {
+            shuffle: true,
+            seed: job.train.seed,
+            drop_last: false,
+        },
+    );
+    let batch_size = job.train.batch_size;
+    let micro = batch_size / job.train.grad_accum;
+    let steps_per_epoch = sampler.shard_len().div_ceil(batch_size) as u64;
+    let total_steps = match job.train.max_steps {
+        0 => steps_per_epoch * job.train.epochs,
+        n => n.min(steps_per_epoch * job.train.epochs),
+    };
+    let mut grads = Grads::zeros(&params);
+    let mut last_loss = f64::NAN;
+    let mut last_eval = None;
+    let mut last_checkpoint = None;
+    let started = Instant::now();
+
+    'epochs: while state.epoch < job.train.epochs {
+        let position = SamplerState {
+            epoch: state.epoch,
+            position: state.sampler_position,
+        };
+        for rows in sampler.batches(position, batch_size, false) {
+            if state.step >= total_steps {
+                break 'epochs;
+            }
+            let t0 = Instant::now();
+            let batches: Vec<SequenceBatch> = rows
+                .chunks(micro)
+                .map(|r| collate(&ds.train, r, job.data.max_len))
+                .collect();
+            ds.train.release_pages();
+            let labels: usize = batches.iter().map(label_count).sum();
+            let mut loss_sum = 0.0;
+            for b in &batches {
+                let seed = job.train.seed ^ (state.step << 16) ^ b.rows[0] as u64;
+                let ls = model.loss(b, true, seed)?;
+                if ls.count != label_count(b) {
+                    return Err(TrainError::Invalid(format!(
+                        "the objective counted {} labels, the batch has {}",
+                        ls.count,
+                        label_count(b)
+                    )));
+                }
+                loss_sum += ls.sum.to_scalar::<f32>().ctx("loss value")? as f64;
+                let loss = (&ls.sum / labels.max(1) as f64).ctx("normalising the loss")?;
+                grads.add(&params, &loss.backward().ctx("backward")?)?;
+            }
+            let loss = loss_sum / labels.max(1) as f64;
+            if !loss.is_finite() || !grads.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: state.step + 1,
+                    value: loss,
+                });
+            }
+            let norm = grads.norm();
+            let lr = job
+                .optim
+                .schedule
+                .lr(job.optim.adamw.lr, state.step, total_steps);
+            optimizer.step(&params, &grads, lr, clip_factor(norm, job.optim.clip_norm))?;
+            grads.zero();
+            state.step += 1;
+            state.sampler_position += rows.len();
+            last_loss = loss;
+
+            let step_s = t0.elapsed().as_secs_f64();
+            let positions: usize = batches
+                .iter()
+                .map(|b| b.lengths.iter().map(|&l| l as usize).sum::<usize>())
+                .sum();
+            if state.step % job.train.log_every == 0 || state.step == total_steps {
+                log.record(&json!({
+                    "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
+                    "grad_norm": norm, "step_seconds": step_s, "labels": labels,
+                    "positions_per_second": positions as f64 / step_s,
+                    "elapsed_seconds": started.elapsed().as_secs_f64(),
+                }))?;
+            }
+            log.progress(
+                &format!(
+                    "epoch {}/{} step {}/{} loss {loss:.4} lr {lr:.2e} |g| {norm:.3} {:.0} pos/s",
+                    state.epoch + 1,
+                    job.train.epochs,
+                    state.step,
+                    total_steps,
+                    positions as f64 / step_s
+                ),
+                false,
+            );
+            if job.train.checkpoint_every > 0 && state.step % job.train.checkpoint_every == 0 {
+                last_checkpoint = Some(checkpoint::save(
+                    out,
+                    &params,
+                    &optimizer,
+                    &state,
+                    &config_toml,
+                    job.train.keep_checkpoints,
+                )?);
+            }
+        }
+        // Epoch complete (unless max_steps cut it short: then the loop above broke out).
+        state.epoch += 1;
+        state.sampler_position = 0;
+        let eval_now = job.eval.every_epochs > 0 && state.epoch % job.eval.every_epochs == 0;
+        if eval_now || state.epoch == job.train.epochs {
+            let m = evaluate(&model, &ds, &job.eval, job.data.max_len, job.train.seed)?;
+            log.progress(
+                &format!("epoch {} eval: {}", state.epoch, m.summary()),
+                true,
+            );
+            log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
+            last_eval = Some(m);
+        }
+        last_checkpoint = Some(checkpoint::save(
+            out,
+            &params,
+            &optimizer,
+            &state,
+            &config_toml,
+            job.train.keep_checkpoints,
+        )?);
+    }
+    if state.step >= total_steps && last_eval.is_none() {
+        let m = evaluate(&model, &ds, &job.eval, job.data.max_len, job.train.seed)?;
+        log.progress(&format!("final eval: {}", m.summary()), true);
+        log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
+        last_eval = Some(m);
+        last_checkpoint = Some(checkpoint::save(
+            out,
+            &params,
+            &optimizer,
+            &state,
+            &config_toml,
+            job.train.keep_checkpoints,
+        )?);
+    }
+    Ok(PretrainOutcome {
+        steps: state.step,
+        last_loss,
+        eval: last_eval,
+        checkpoint: last_checkpoint,
+        resumed_from,
+    })
+}
