@@ -64,6 +64,19 @@ pub struct TrainConfig {
     /// Stop after this many optimiser steps (0: run all epochs); for tests and benchmarks.
     #[serde(default)]
     pub max_steps: u64,
+    /// Gradient all-reduce bucket size cap, in MB (PyTorch DDP's default: 25).
+    #[serde(default = "default_bucket_mb")]
+    pub bucket_mb: f64,
+    /// Deadline of every collective, in seconds: a silent rank fails the run after this long.
+    #[serde(default = "default_collective_timeout")]
+    pub collective_timeout_s: u64,
+}
+
+fn default_bucket_mb() -> f64 {
+    25.0
+}
+fn default_collective_timeout() -> u64 {
+    300
 }
 
 fn one() -> usize {
@@ -153,11 +166,16 @@ impl PretrainJob {
         if self.train.batch_size == 0 {
             return bad("train.batch_size", "must be positive");
         }
-        if self.train.grad_accum == 0 || self.train.batch_size % self.train.grad_accum != 0 {
+        if self.train.grad_accum == 0
+            || !self.train.batch_size.is_multiple_of(self.train.grad_accum)
+        {
             return bad(
                 "train.grad_accum",
                 "must be positive and divide train.batch_size",
             );
+        }
+        if self.train.bucket_mb.is_nan() || self.train.bucket_mb <= 0.0 {
+            return bad("train.bucket_mb", "must be positive");
         }
         if self.data.max_len < 2 {
             return bad(
@@ -187,6 +205,7 @@ impl PretrainJob {
         let mut c = self.clone();
         c.train.max_steps = 0;
         c.train.epochs = 0;
+        c.train.collective_timeout_s = 0;
         Sha256::digest(c.to_toml().as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))

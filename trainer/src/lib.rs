@@ -8,6 +8,7 @@ pub mod error;
 pub mod eval;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod pretrain;
 
 pub use config::PretrainJob;

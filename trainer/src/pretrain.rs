@@ -2,11 +2,12 @@
 //! to bottom: build or resume, then for each step collate micro-batches, forward, backward,
 //! accumulate, clip, step, log; evaluate and checkpoint at their intervals.
 //!
-//! The loss of a step is the sum of per-label losses divided by the step's label count, so
-//! micro-steps of different lengths weigh each label equally (torchtitan's normalisation).
+//! The loss of a step is the sum of per-label losses divided by the step's label count over all
+//! ranks, so micro-steps and ranks of different lengths weigh each label equally (torchtitan's
+//! normalisation), and a data-parallel run equals one process with the same global batch.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
@@ -22,6 +23,7 @@ use crate::error::{CandleContext, Result, TrainError};
 use crate::eval::{RankingMetrics, evaluate};
 use crate::metrics::MetricsLog;
 use crate::optim::{AdamW, Grads, Params, clip_factor};
+use crate::parallel::Replicas;
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -41,7 +43,27 @@ fn label_count(b: &SequenceBatch) -> usize {
         .sum()
 }
 
+/// Run pre-training as one process, or as one rank of a launch (torchrun / Slurm variables).
 pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
+    let timeout = Duration::from_secs(job.train.collective_timeout_s);
+    let mut replicas = Replicas::from_env(job.train.bucket_mb, timeout)?;
+    pretrain_with(job, &mut replicas)
+}
+
+pub fn pretrain_with(job: &PretrainJob, replicas: &mut Replicas) -> Result<PretrainOutcome> {
+    let (rank, world) = (replicas.rank(), replicas.world_size());
+    let per_rank = job.train.batch_size / world;
+    if !job
+        .train
+        .batch_size
+        .is_multiple_of(world * job.train.grad_accum)
+    {
+        return Err(TrainError::Invalid(format!(
+            "train.batch_size = {} is not divisible by world size ({world}) x train.grad_accum ({})",
+            job.train.batch_size, job.train.grad_accum
+        )));
+    }
+    replicas.check_same("config hash", &job.hash())?;
     let out = &job.train.out;
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     let ds = Dataset::open(&job.data.dir)?;
@@ -54,10 +76,13 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
     let model = PretrainModel::new(&job.model, &ds.meta.vocab, vb)?;
     let params = Params::from_varmap(&varmap);
     let counts = job.model.param_count(&ds.meta.vocab);
-    eprintln!(
-        "model: {} dense parameters (paper convention, embedding tables excluded) + {} in embedding tables",
-        counts.dense, counts.embeddings
-    );
+    let lead = rank == 0;
+    if lead {
+        eprintln!(
+            "model: {} dense parameters (paper convention, embedding tables excluded) + {} in embedding tables",
+            counts.dense, counts.embeddings
+        );
+    }
 
     let mut optimizer = AdamW::new(job.optim.adamw, &params);
     let hash = job.hash();
@@ -65,12 +90,23 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
     let mut state = match &resumed_from {
         Some(dir) => {
             let s = checkpoint::restore(dir, &params, &mut optimizer, &hash)?;
-            eprintln!(
-                "resumed from {} (step {}, epoch {})",
-                dir.display(),
-                s.step,
-                s.epoch
-            );
+            if s.world_size != world {
+                return Err(TrainError::Checkpoint {
+                    path: dir.clone(),
+                    reason: format!(
+                        "written by {} ranks, this run has {world}: the sampler positions differ",
+                        s.world_size
+                    ),
+                });
+            }
+            if lead {
+                eprintln!(
+                    "resumed from {} (step {}, epoch {})",
+                    dir.display(),
+                    s.step,
+                    s.epoch
+                );
+            }
             s
         }
         None => TrainState {
@@ -78,26 +114,32 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
             epoch: 0,
             sampler_position: 0,
             config_hash: hash.clone(),
-            world_size: 1,
+            world_size: world,
         },
     };
+    // Identical start on every rank, as DDP does (the seeded initialisation already agrees;
+    // this also covers weights restored from a checkpoint).
+    replicas.broadcast_params(&params)?;
     let config_toml = job.to_toml();
-    uqa_data::atomic::write_atomic(out.join("config.toml"), config_toml.as_bytes())?;
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"))?;
+    let mut log = if lead {
+        uqa_data::atomic::write_atomic(out.join("config.toml"), config_toml.as_bytes())?;
+        MetricsLog::open(&out.join("metrics.jsonl"))?
+    } else {
+        MetricsLog::silent()
+    };
 
     let sampler = DistributedSampler::new(
         ds.train.num_rows(),
-        0,
-        1,
+        rank,
+        world,
         SamplerConfig {
             shuffle: true,
             seed: job.train.seed,
             drop_last: false,
         },
     );
-    let batch_size = job.train.batch_size;
-    let micro = batch_size / job.train.grad_accum;
-    let steps_per_epoch = sampler.shard_len().div_ceil(batch_size) as u64;
+    let micro = per_rank / job.train.grad_accum;
+    let steps_per_epoch = sampler.shard_len().div_ceil(per_rank) as u64;
     let total_steps = match job.train.max_steps {
         0 => steps_per_epoch * job.train.epochs,
         n => n.min(steps_per_epoch * job.train.epochs),
@@ -113,7 +155,7 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
             epoch: state.epoch,
             position: state.sampler_position,
         };
-        for rows in sampler.batches(position, batch_size, false) {
+        for rows in sampler.batches(position, per_rank, false) {
             if state.step >= total_steps {
                 break 'epochs;
             }
@@ -123,7 +165,9 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
                 .map(|r| collate(&ds.train, r, job.data.max_len))
                 .collect();
             ds.train.release_pages();
-            let labels: usize = batches.iter().map(label_count).sum();
+            let mut totals = [batches.iter().map(label_count).sum::<usize>() as f64];
+            replicas.sum(&mut totals)?;
+            let labels = totals[0] as usize;
             let mut loss_sum = 0.0;
             for b in &batches {
                 let seed = job.train.seed ^ (state.step << 16) ^ b.rows[0] as u64;
@@ -139,7 +183,10 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
                 let loss = (&ls.sum / labels.max(1) as f64).ctx("normalising the loss")?;
                 grads.add(&params, &loss.backward().ctx("backward")?)?;
             }
-            let loss = loss_sum / labels.max(1) as f64;
+            let sync = replicas.sum_grads(&mut grads)?;
+            let mut reduced = [loss_sum];
+            replicas.sum(&mut reduced)?;
+            let loss = reduced[0] / labels.max(1) as f64;
             if !loss.is_finite() || !grads.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     step: state.step + 1,
@@ -165,7 +212,8 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
             if state.step % job.train.log_every == 0 || state.step == total_steps {
                 log.record(&json!({
                     "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
-                    "grad_norm": norm, "step_seconds": step_s, "labels": labels,
+                    "grad_norm": norm, "step_seconds": step_s, "labels": labels, "world_size": world,
+                    "allreduce_seconds": sync.seconds, "allreduce_bytes": sync.bytes,
                     "positions_per_second": positions as f64 / step_s,
                     "elapsed_seconds": started.elapsed().as_secs_f64(),
                 }))?;
@@ -182,21 +230,22 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
                 false,
             );
             if job.train.checkpoint_every > 0 && state.step % job.train.checkpoint_every == 0 {
-                last_checkpoint = Some(checkpoint::save(
+                last_checkpoint = save(
+                    replicas,
                     out,
                     &params,
                     &optimizer,
                     &state,
                     &config_toml,
                     job.train.keep_checkpoints,
-                )?);
+                )?;
             }
         }
         // Epoch complete (unless max_steps cut it short: then the loop above broke out).
         state.epoch += 1;
         state.sampler_position = 0;
         let eval_now = job.eval.every_epochs > 0 && state.epoch % job.eval.every_epochs == 0;
-        if eval_now || state.epoch == job.train.epochs {
+        if (eval_now || state.epoch == job.train.epochs) && lead {
             let m = evaluate(&model, &ds, &job.eval, job.data.max_len, job.train.seed)?;
             log.progress(
                 &format!("epoch {} eval: {}", state.epoch, m.summary()),
@@ -205,29 +254,35 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
             log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
             last_eval = Some(m);
         }
-        last_checkpoint = Some(checkpoint::save(
+        last_checkpoint = save(
+            replicas,
             out,
             &params,
             &optimizer,
             &state,
             &config_toml,
             job.train.keep_checkpoints,
-        )?);
+        )?;
     }
-    if state.step >= total_steps && last_eval.is_none() {
-        let m = evaluate(&model, &ds, &job.eval, job.data.max_len, job.train.seed)?;
-        log.progress(&format!("final eval: {}", m.summary()), true);
-        log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
-        last_eval = Some(m);
-        last_checkpoint = Some(checkpoint::save(
+    // Stopped by train.max_steps inside an epoch: evaluate and checkpoint where it stands.
+    if state.step >= total_steps && state.sampler_position > 0 {
+        if lead {
+            let m = evaluate(&model, &ds, &job.eval, job.data.max_len, job.train.seed)?;
+            log.progress(&format!("final eval: {}", m.summary()), true);
+            log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
+            last_eval = Some(m);
+        }
+        last_checkpoint = save(
+            replicas,
             out,
             &params,
             &optimizer,
             &state,
             &config_toml,
             job.train.keep_checkpoints,
-        )?);
+        )?;
     }
+    replicas.barrier()?;
     Ok(PretrainOutcome {
         steps: state.step,
         last_loss,
@@ -235,4 +290,31 @@ pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
         checkpoint: last_checkpoint,
         resumed_from,
     })
+}
+
+/// Rank 0 writes the checkpoint; every rank waits until it is complete, so a rank that dies
+/// right after can only ever resume from a whole checkpoint.
+fn save(
+    replicas: &mut Replicas,
+    out: &std::path::Path,
+    params: &Params,
+    optimizer: &AdamW,
+    state: &TrainState,
+    config_toml: &str,
+    keep: usize,
+) -> Result<Option<PathBuf>> {
+    let path = if replicas.rank() == 0 {
+        Some(checkpoint::save(
+            out,
+            params,
+            optimizer,
+            state,
+            config_toml,
+            keep,
+        )?)
+    } else {
+        None
+    };
+    replicas.barrier()?;
+    Ok(path)
 }

@@ -1,0 +1,225 @@
+//! Data parallelism with PyTorch DDP's semantics, kept out of the model: identical start
+//! (parameters broadcast from rank 0), gradients summed across ranks in deterministic,
+//! size-capped buckets once per optimiser step (never on inner micro-steps), and the few scalars
+//! the loop needs (label counts, loss sums) reduced alongside. A run's ranks must agree on the
+//! resolved config: its hash is compared at start-up.
+//!
+//! Gradients are **summed**, not averaged: each rank divides its loss by the *global* label
+//! count first, so the sum is the mean over all labels of the global batch, exactly what one
+//! process would compute for that batch.
+
+use std::time::{Duration, Instant};
+
+use uqa_comm::{
+    Backend, BootstrapOptions, Communicator, CommunicatorExt, RankEnv, ReduceOp, bootstrap,
+};
+
+use crate::error::{CandleContext, Result, TrainError};
+use crate::optim::{Grads, Params, with_f32};
+
+/// Gradient bytes moved and time spent in one step's all-reduce.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncStats {
+    pub bytes: usize,
+    pub seconds: f64,
+}
+
+/// The replicas of one training run: a single process, or ranks joined by a communicator.
+pub enum Replicas {
+    Single,
+    Distributed {
+        comm: Box<dyn Communicator>,
+        bucket_elems: usize,
+        timeout: Duration,
+    },
+}
+
+impl Replicas {
+    /// From the launch environment (torchrun's or Slurm's variables); a single process when
+    /// there are none.
+    pub fn from_env(bucket_mb: f64, timeout: Duration) -> Result<Self> {
+        let env = RankEnv::from_env()?;
+        if env.world_size == 1 {
+            return Ok(Replicas::Single);
+        }
+        let comm = bootstrap(
+            &env,
+            &BootstrapOptions {
+                backend: Backend::Tcp,
+                timeout,
+            },
+        )?;
+        Ok(Self::with_comm(comm, bucket_mb, timeout))
+    }
+
+    pub fn with_comm(comm: Box<dyn Communicator>, bucket_mb: f64, timeout: Duration) -> Self {
+        Replicas::Distributed {
+            comm,
+            bucket_elems: ((bucket_mb * 1e6) as usize / 4).max(1),
+            timeout,
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        match self {
+            Replicas::Single => 0,
+            Replicas::Distributed { comm, .. } => comm.rank(),
+        }
+    }
+
+    pub fn world_size(&self) -> usize {
+        match self {
+            Replicas::Single => 1,
+            Replicas::Distributed { comm, .. } => comm.world_size(),
+        }
+    }
+
+    /// Fail on every rank, naming the first rank that differs, unless all ranks hold `value`.
+    pub fn check_same(&mut self, what: &str, value: &str) -> Result<()> {
+        let Replicas::Distributed { comm, timeout, .. } = self else {
+            return Ok(());
+        };
+        let all = comm.all_gather_bytes(value.as_bytes(), *timeout)?;
+        if let Some(r) = all.iter().position(|v| v != value.as_bytes()) {
+            let mine = comm.rank();
+            return Err(TrainError::Invalid(format!(
+                "rank {r} has a different {what} than rank {mine} ({} vs {value}): every rank must run the same config",
+                String::from_utf8_lossy(&all[r])
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copy rank 0's parameters to every rank.
+    pub fn broadcast_params(&mut self, params: &Params) -> Result<()> {
+        let Replicas::Distributed { comm, timeout, .. } = self else {
+            return Ok(());
+        };
+        for var in &params.vars {
+            let mut values = with_f32(var.as_tensor(), |s| s.to_vec())?;
+            comm.broadcast(&mut values, 0, *timeout)?;
+            let t = candle_core::Tensor::from_vec(values, var.shape(), var.device())
+                .ctx("broadcast parameters")?;
+            var.set(&t).ctx("broadcast parameters")?;
+        }
+        Ok(())
+    }
+
+    /// Sum small values over ranks in place.
+    pub fn sum(&mut self, values: &mut [f64]) -> Result<()> {
+        let Replicas::Distributed { comm, timeout, .. } = self else {
+            return Ok(());
+        };
+        comm.all_reduce(values, ReduceOp::Sum, *timeout)?;
+        Ok(())
+    }
+
+    /// Sum gradients over ranks, bucket by bucket in parameter-name order.
+    pub fn sum_grads(&mut self, grads: &mut Grads) -> Result<SyncStats> {
+        let Replicas::Distributed {
+            comm,
+            bucket_elems,
+            timeout,
+        } = self
+        else {
+            return Ok(SyncStats::default());
+        };
+        let start = Instant::now();
+        let mut stats = SyncStats::default();
+        let mut bucket: Vec<f32> = Vec::with_capacity(*bucket_elems);
+        let mut members: Vec<usize> = Vec::new();
+        let n = grads.bufs.len();
+        for i in 0..=n {
+            let flush = i == n
+                || (!members.is_empty() && bucket.len() + grads.bufs[i].len() > *bucket_elems);
+            if flush && !members.is_empty() {
+                comm.all_reduce(&mut bucket, ReduceOp::Sum, *timeout)?;
+                stats.bytes += bucket.len() * 4;
+                let mut at = 0;
+                for &m in &members {
+                    let len = grads.bufs[m].len();
+                    grads.bufs[m].copy_from_slice(&bucket[at..at + len]);
+                    at += len;
+                }
+                bucket.clear();
+                members.clear();
+            }
+            if i < n {
+                bucket.extend_from_slice(&grads.bufs[i]);
+                members.push(i);
+            }
+        }
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    pub fn barrier(&mut self) -> Result<()> {
+        let Replicas::Distributed { comm, timeout, .. } = self else {
+            return Ok(());
+        };
+        comm.barrier(*timeout)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uqa_comm::LocalComm;
+
+    #[test]
+    fn buckets_sum_every_parameter_exactly_once() {
+        let comms = LocalComm::group(3);
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let rank = c.rank() as f32;
+                    // Bucket cap of 5 elements: parameters of 3, 4 and 7 elements force three
+                    // buckets, one of them oversized.
+                    let mut r =
+                        Replicas::with_comm(Box::new(c), 5.0 * 4.0 / 1e6, Duration::from_secs(10));
+                    let mut g = Grads {
+                        bufs: vec![vec![1.0 + rank; 3], vec![2.0; 4], vec![rank; 7]],
+                    };
+                    let stats = r.sum_grads(&mut g).unwrap();
+                    let mut s = [rank as f64];
+                    r.sum(&mut s).unwrap();
+                    (g, stats.bytes, s[0])
+                })
+            })
+            .collect();
+        for h in handles {
+            let (g, bytes, s) = h.join().unwrap();
+            assert_eq!(g.bufs, vec![vec![6.0; 3], vec![6.0; 4], vec![3.0; 7]]);
+            assert_eq!(bytes, 14 * 4);
+            assert_eq!(s, 3.0);
+        }
+    }
+
+    #[test]
+    fn config_mismatch_names_the_rank() {
+        let comms = LocalComm::group(2);
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let hash = if c.rank() == 1 { "bbb" } else { "aaa" };
+                    let mut r = Replicas::with_comm(Box::new(c), 25.0, Duration::from_secs(10));
+                    r.check_same("config hash", hash).unwrap_err().to_string()
+                })
+            })
+            .collect();
+        let errs: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(
+            errs[0].contains("rank 1 has a different config hash"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].contains("rank 0 has a different config hash"),
+            "{}",
+            errs[1]
+        );
+    }
+}
