@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::communicator::Communicator;
 use crate::env::RankEnv;
-#[cfg(not(all(feature = "mpi", feature = "nccl")))]
+#[cfg(not(all(feature = "mpi", any(feature = "nccl", feature = "nccl-gpu"))))]
 use crate::error::CommError;
 use crate::error::Result;
 use crate::tcp::TcpComm;
@@ -65,9 +65,9 @@ pub fn bootstrap(env: &RankEnv, opts: &BootstrapOptions) -> Result<Box<dyn Commu
             backend: "mpi",
             reason: "not compiled in (build with the `mpi` feature)".into(),
         }),
-        #[cfg(feature = "nccl")]
+        #[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
         Backend::Nccl => Ok(Box::new(crate::nccl::NcclComm::connect(env, opts.timeout)?)),
-        #[cfg(not(feature = "nccl"))]
+        #[cfg(not(any(feature = "nccl", feature = "nccl-gpu")))]
         Backend::Nccl => Err(CommError::BackendUnavailable {
             backend: "nccl",
             reason: "not compiled in (build with the `nccl` feature)".into(),

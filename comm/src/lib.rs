@@ -5,8 +5,9 @@
 //! - [`Communicator`]: all-reduce, broadcast, all-gather, reduce-scatter and barrier, each with a
 //!   timeout, typed through [`CommunicatorExt`];
 //! - backends: [`TcpComm`] (ring over TCP, CPU default), [`LocalComm`] (threads of one process,
-//!   for tests), `MpiComm` (feature `mpi`) and `NcclComm` (feature `nccl`); [`bootstrap()`]
-//!   picks one from the environment.
+//!   for tests), `MpiComm` (feature `mpi`: rsmpi over the system's MPI, started by `mpirun` or
+//!   `srun --mpi=pmix`) and `NcclComm` (feature `nccl`, or `nccl-gpu` next to candle's `cuda`:
+//!   cudarc, a clear error without NCCL); [`bootstrap()`] picks one from the environment.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -28,7 +29,7 @@ pub mod error;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
-#[cfg(feature = "nccl")]
+#[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
 pub mod nccl;
 pub mod nodelist;
 mod stall;
@@ -44,7 +45,7 @@ pub use error::{CommError, Result};
 pub use local::LocalComm;
 #[cfg(feature = "mpi")]
 pub use mpi::MpiComm;
-#[cfg(feature = "nccl")]
+#[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
 pub use nccl::NcclComm;
 pub use store::{Store, StoreServer};
 pub use tcp::TcpComm;

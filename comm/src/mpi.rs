@@ -10,7 +10,7 @@
 //! its buffers at any later time. To keep that sound, MPI never sees the caller's slices: data is
 //! copied into a staging buffer owned by the communicator, and on a timeout that buffer is leaked
 //! (never freed or reused) and the communicator poisoned. The cost is one copy in and one out per
-//! call (see docs/BENCHMARKS.md).
+//! call (measure with `examples/allreduce_bench.rs --backend mpi`).
 //!
 //! A timeout returns [`CommError::Timeout`]. MPI does not say which rank is missing, so the ranks
 //! that timed out report to a side-channel rendezvous store hosted by rank 0 (formed at start-up,
@@ -18,6 +18,11 @@
 //! named as silent, as in the tcp backend. After a timeout the process should exit: MPI is then
 //! deliberately not finalized (`MPI_Finalize` synchronises with the silent rank and would hang),
 //! so `mpirun`/`srun` end the whole job.
+//!
+//! OpenMPI runs non-blocking collectives through `coll/libnbc`, whose default all-reduce
+//! algorithm is often slower than its ring on two ranks: `mpirun --mca
+//! coll_libnbc_iallreduce_algorithm 1` (or `OMPI_MCA_coll_libnbc_iallreduce_algorithm=1`)
+//! selects the ring; compare with `examples/allreduce_bench.rs --backend mpi`.
 //!
 //! Ranks making different calls are not detected as in the tcp backend (that would cost a round
 //! trip per call): MPI reports some mismatches as errors, others end in a timeout. `Max`/`Min`
@@ -81,9 +86,9 @@ impl MpiComm {
     /// Initialises MPI (once per process), duplicates the world communicator and forms the
     /// side-channel store used to name silent ranks, all within `timeout`.
     ///
-    /// `env` is the launch contract read from the environment: when it comes from torchrun or
-    /// Slurm it must agree with MPI's rank and size (under `mpirun` it is the single-process
-    /// default and is ignored).
+    /// `env` is the launch contract read from the environment; MPI's rank and size win over it,
+    /// but a world of one MPI process where `env` promises several is an error (the processes
+    /// were not started by an MPI launcher).
     pub fn init(env: &RankEnv, timeout: Duration) -> Result<Self> {
         let deadline = Instant::now() + timeout;
         if ::mpi::environment::is_initialized() {
@@ -118,15 +123,21 @@ impl MpiComm {
             universe: Some(universe),
         };
         me.check_rc("init", rc)?;
-        if env.source != LaunchSource::Single && (env.rank, env.world_size) != (rank, world) {
+        // Processes started by a non-MPI launcher (uqa-launch, torchrun, srun without --mpi) are
+        // MPI singletons: each would train alone. When MPI sees several ranks it is right (under
+        // mpirun inside an allocation the SLURM_* variables describe mpirun's daemons instead).
+        if world == 1 && env.source != LaunchSource::Single && env.world_size > 1 {
             return Err(CommError::EnvInconsistent(format!(
-                "launch variables say rank {} of {}, MPI says rank {rank} of {world} \
-                 (start the job with mpirun or srun --mpi=pmix, not both a launcher and MPI)",
+                "launch variables say rank {} of {}, but MPI sees a world of 1: start MPI jobs \
+                 with mpirun or srun --mpi=pmix (not uqa-launch or torchrun)",
                 env.rank, env.world_size
             )));
         }
         me.side_channel(env, deadline)?;
         me.barrier(deadline.saturating_duration_since(Instant::now()))?;
+        // Number user collectives from 1, as the tcp backend does after its bootstrap barrier.
+        // (Diagnosis keys of start-up collectives are never reused: a failed start-up ends here.)
+        me.seq = 1;
         Ok(me)
     }
 

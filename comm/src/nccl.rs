@@ -1,11 +1,13 @@
 //! The `nccl` backend (cargo feature `nccl`): collectives on GPUs through `cudarc::nccl`, the
 //! only GPU-specific code of this crate.
 //!
-//! cudarc is built with `dynamic-loading`: it compiles without CUDA, finds `libcuda.so` and
-//! `libnccl.so` at run time, and **panics** on first use when they are missing. So
-//! [`NcclComm::connect`] checks both libraries before any other cudarc call and returns
+//! Feature `nccl` builds cudarc with `dynamic-loading`: it compiles without CUDA, finds
+//! `libcuda.so` and `libnccl.so` at run time, and **panics** on first use when they are missing.
+//! So [`NcclComm::connect`] checks both libraries before any other cudarc call and returns
 //! [`CommError::BackendUnavailable`] ("NCCL library not found: ...") instead. cudarc looks for
 //! `libnccl.so`, not `libnccl.so.2` (the only file NCCL's pip wheel ships): add the symlink.
+//! Feature `nccl-gpu` is the same code for GPU builds with candle's `cuda` feature, where cudarc
+//! links the libraries at build time.
 //!
 //! Bootstrap: a tcp communicator is formed first (rendezvous store, liveness, timeout diagnosis);
 //! rank 0 creates the NCCL unique id and publishes it in the store, the others `get` it, and
@@ -17,6 +19,9 @@
 //! aborted (`ncclCommAbort`, which stops the in-flight kernels) and the silent rank is named
 //! through the store, as in the tcp backend. Training code on GPUs should reduce device tensors
 //! directly; that API arrives with the trainer's `cuda` feature.
+//!
+//! Only type-checked and tested without a GPU so far (the missing-library path); the GPU path
+//! needs a run on a GPU host (see `examples/barrier.rs --backend nccl`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,8 +46,15 @@ const SPINS: u32 = 64;
 trait DevElement: Element + NcclType + DeviceRepr + ValidAsZeroBits {}
 impl<T: Element + NcclType + DeviceRepr + ValidAsZeroBits> DevElement for T {}
 
+/// Under `nccl-gpu` cudarc links the libraries at build time: present by construction.
+#[cfg(not(feature = "nccl"))]
+pub fn libraries_present() -> Result<()> {
+    Ok(())
+}
+
 /// Whether cudarc can load the CUDA driver and NCCL. Every cudarc call panics when its library
 /// is missing, so this runs before any of them.
+#[cfg(feature = "nccl")]
 pub fn libraries_present() -> Result<()> {
     // SAFETY: these functions only try `dlopen` on candidate names and close them again; they
     // call nothing inside the libraries.
@@ -52,12 +64,16 @@ pub fn libraries_present() -> Result<()> {
             cudarc::nccl::sys::is_culib_present(),
         )
     };
-    let missing = |what: &str, lib: &str, hint: &str| CommError::BackendUnavailable {
-        backend: "nccl",
-        reason: format!(
-            "{what} library not found: none of {:?} could be loaded from the library path{hint}",
-            cudarc::get_lib_name_candidates(lib)
-        ),
+    let missing = |what: &str, lib: &str, hint: &str| {
+        let mut names = cudarc::get_lib_name_candidates(lib);
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        CommError::BackendUnavailable {
+            backend: "nccl",
+            reason: format!(
+                "{what} library not found: none of {names:?} could be loaded from the library path{hint}"
+            ),
+        }
     };
     if !nccl {
         return Err(missing(
@@ -135,8 +151,16 @@ impl NcclComm {
                 })?;
             Id::uninit(internal)
         };
-        let ctx = CudaContext::new(env.local_rank)
-            .map_err(|e| err("cuCtxCreate", format!("GPU {}: {e}", env.local_rank)))?;
+        // GPU LOCAL_RANK; modulo the visible count when the launcher already restricted
+        // CUDA_VISIBLE_DEVICES to one GPU per task.
+        let visible =
+            CudaContext::device_count().map_err(|e| err("cuDeviceGetCount", e.to_string()))?;
+        if visible < 1 {
+            return Err(err("cuDeviceGetCount", "no visible CUDA device".into()));
+        }
+        let ordinal = env.local_rank % visible as usize;
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| err("cuCtxCreate", format!("GPU {ordinal}: {e}")))?;
         let stream = ctx
             .new_stream()
             .map_err(|e| err("cuStreamCreate", e.to_string()))?;
@@ -150,7 +174,8 @@ impl NcclComm {
             comm: Some(comm),
             stream,
             tcp,
-            seq: 0,
+            // Number user collectives from 1, like the tcp backend after its bootstrap barrier.
+            seq: 1,
             poisoned: None,
         })
     }
@@ -175,6 +200,10 @@ impl NcclComm {
         }
         let seq = self.seq;
         self.seq += 1;
+        if host.is_empty() {
+            // Nothing to move (CUDA refuses 0-byte allocations); every rank makes the same call.
+            return Ok(());
+        }
         let deadline = Instant::now() + timeout;
         let result = self.launch(host, op).and_then(|dev| {
             let event = self.stream.record_event(None).map_err(|e| e.to_string())?;
@@ -193,7 +222,7 @@ impl NcclComm {
             }
             let mut tmp = vec![T::default(); out_len];
             self.stream
-                .memcpy_dtoh(&dev, tmp.as_mut_slice())
+                .memcpy_dtoh(&dev.slice(..out_len), tmp.as_mut_slice())
                 .map_err(|e| e.to_string())?;
             Ok(Some(tmp))
         });
@@ -233,7 +262,8 @@ impl NcclComm {
         let (peer, hint) = match self
             .tcp
             .store()
-            .map(|s| stall::diagnose(s, op, seq, self.rank, self.world))
+            // Own namespace: the tcp communicator's diagnosis keys live under "stall/" too.
+            .map(|s| stall::diagnose(&s.with_prefix("nccl/"), op, seq, self.rank, self.world))
         {
             Some(Diagnosis::Silent(s)) => (
                 s[0],

@@ -143,6 +143,7 @@ fn worker() {
                 let again = c.barrier(T).unwrap_err();
                 println!("AFTER: {again}");
             }
+            "singleton" => println!("UNEXPECTED: formed a world of {}", c.world_size()),
             other => panic!("unknown scenario {other}"),
         }
     }
@@ -169,8 +170,15 @@ fn mpirun() -> Option<&'static str> {
 
 fn run_mpi(scenario: &str, np: usize) -> Output {
     let exe = std::env::current_exe().unwrap();
-    Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np"])
+    // `timeout`: a hang must fail the test, not the whole run.
+    Command::new("timeout")
+        .args([
+            "60",
+            "mpirun",
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-np",
+        ])
         .arg(np.to_string())
         // Containers often forbid the cross-memory attach that shared-memory transfers use.
         .args(["--mca", "btl_vader_single_copy_mechanism", "none"])
@@ -252,10 +260,9 @@ fn mpi_silent_rank_times_out_naming_it() {
     let out = run_mpi("stall", 2);
     let t = text(&out);
     assert!(
-        t.contains("COLLECTIVE ERROR: all_reduce: timed out after 1s waiting for rank 1 (on rank 0); ranks that never reached all_reduce #"),
+        t.contains("COLLECTIVE ERROR: all_reduce: timed out after 1s waiting for rank 1 (on rank 0); ranks that never reached all_reduce #1: [1]"),
         "{t}"
     );
-    assert!(t.contains("[1]"), "{t}");
     assert!(
         t.contains("AFTER: barrier: communicator on rank 0 is unusable after an earlier failure"),
         "{t}"
@@ -264,5 +271,28 @@ fn mpi_silent_rank_times_out_naming_it() {
         start.elapsed() < Duration::from_secs(20),
         "took {:?}",
         start.elapsed()
+    );
+}
+
+#[test]
+fn mpi_singletons_under_a_non_mpi_launcher_are_refused() {
+    if mpirun().is_none() {
+        return;
+    }
+    // Rank 0 of 2 by torchrun-style variables, but started without mpirun: MPI sees a world of 1.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["worker", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(SCENARIO, "singleton")
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "2")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", "9")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(
+        t.contains("BOOTSTRAP ERROR: inconsistent launch environment: launch variables say rank 0 of 2, but MPI sees a world of 1"),
+        "{t}"
     );
 }

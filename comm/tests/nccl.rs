@@ -23,20 +23,20 @@ fn nccl_error(env: &RankEnv) -> Option<String> {
     }
 }
 
-#[cfg(feature = "nccl")]
+#[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
 fn nccl_present() -> bool {
     uqa_comm::nccl::libraries_present().is_ok()
 }
 
 #[test]
 fn nccl_without_library_is_a_clear_error_not_a_panic() {
-    #[cfg(feature = "nccl")]
+    #[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
     if nccl_present() {
         println!("SKIPPED: NCCL and the CUDA driver are present on this host");
         return;
     }
     let msg = nccl_error(&RankEnv::single()).expect("bootstrap must fail without NCCL");
-    if cfg!(feature = "nccl") {
+    if cfg!(any(feature = "nccl", feature = "nccl-gpu")) {
         assert!(
             msg.starts_with(
                 "backend nccl is not available: NCCL library not found: none of [\"libnccl.so\""
@@ -54,7 +54,7 @@ fn nccl_without_library_is_a_clear_error_not_a_panic() {
 
 #[test]
 fn nccl_error_comes_before_any_network_wait() {
-    #[cfg(feature = "nccl")]
+    #[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
     if nccl_present() {
         println!("SKIPPED: NCCL and the CUDA driver are present on this host");
         return;
