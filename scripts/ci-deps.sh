@@ -7,12 +7,14 @@
 #                                                         the mpirun tests (comm/tests/mpi.rs)
 #   slurm-wlm munge                                       the local Slurm cluster and the sbatch
 #                                                         template test (comm/tests/slurm.rs)
+#   prometheus                                            a real Prometheus server and promtool
+#                                                         for tests/prometheus_scrape.rs
 #
 # Tests that need these packages print SKIPPED and pass when they are absent, so a failure here
 # is a warning, not an error.
 set -uo pipefail
 
-PACKAGES=(libopenmpi-dev openmpi-bin libclang-dev pkg-config slurm-wlm munge)
+PACKAGES=(libopenmpi-dev openmpi-bin libclang-dev pkg-config slurm-wlm munge prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -127,10 +127,10 @@ fn killed_rank_restarts_the_gang_and_ends_bit_identical() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let victim = loop {
         assert!(Instant::now() < deadline, "the run never reached step 5");
-        if logged_steps(&faulty) >= 5 {
-            if let Some(pid) = rank_pid(&faulty, 1) {
-                break pid;
-            }
+        if logged_steps(&faulty) >= 5
+            && let Some(pid) = rank_pid(&faulty, 1)
+        {
+            break pid;
         }
         std::thread::sleep(Duration::from_millis(20));
     };

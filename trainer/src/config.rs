@@ -1,7 +1,7 @@
 //! The pre-training job config: strict TOML (unknown keys are errors naming the key), command
 //! line overrides (`--set optim.lr=1e-3`), and the resolved form saved beside every output.
 //! Each component owns its section: `[data]`, `[model]` (the models crate's `PretrainConfig`),
-//! `[optim]`, `[train]`, `[eval]`.
+//! `[optim]`, `[train]`, `[eval]`, `[metrics]` (the Prometheus endpoint, `telemetry`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,7 @@ use uqa_models::PretrainConfig;
 
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamWConfig, Schedule};
+use crate::telemetry::MetricsConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +144,9 @@ pub struct PretrainJob {
     pub train: TrainConfig,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// Where each rank serves Prometheus metrics; absent: loopback, default port.
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
+    pub metrics: MetricsConfig,
 }
 
 impl PretrainJob {
@@ -200,12 +204,14 @@ impl PretrainJob {
     }
 
     /// SHA-256 of the resolved config, minus what may change on resume without changing the
-    /// run (`train.max_steps`, `train.epochs`).
+    /// run (`train.max_steps`, `train.epochs`, timeouts, the `[metrics]` endpoint).
     pub fn hash(&self) -> String {
         let mut c = self.clone();
         c.train.max_steps = 0;
         c.train.epochs = 0;
         c.train.collective_timeout_s = 0;
+        // The default endpoint is not serialised: hashes equal those from before `[metrics]`.
+        c.metrics = MetricsConfig::default();
         Sha256::digest(c.to_toml().as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -286,6 +292,9 @@ out = "out"
         assert_eq!(PretrainJob::load(&p2, &[]).unwrap(), job);
         let mut other = job.clone();
         other.train.max_steps = 5;
+        assert_eq!(other.hash(), job.hash());
+        other.metrics.base_port = Some(9600);
+        other.metrics.enabled = false;
         assert_eq!(other.hash(), job.hash());
         other.optim.adamw.lr = 0.5;
         assert_ne!(other.hash(), job.hash());

@@ -24,6 +24,7 @@ use crate::eval::{RankingMetrics, evaluate};
 use crate::metrics::MetricsLog;
 use crate::optim::{AdamW, Grads, Params, clip_factor};
 use crate::parallel::Replicas;
+use crate::telemetry::{StepRecord, Telemetry};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -43,14 +44,27 @@ fn label_count(b: &SequenceBatch) -> usize {
         .sum()
 }
 
-/// Run pre-training as one process, or as one rank of a launch (torchrun / Slurm variables).
+/// Run pre-training as one process, or as one rank of a launch (torchrun / Slurm variables),
+/// serving Prometheus metrics (`[metrics]`) until it ends.
 pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
+    // The endpoint starts first: a busy port fails this rank before the rendezvous.
+    let telemetry = Telemetry::start(&job.metrics, &uqa_comm::RankEnv::from_env()?)?;
     let timeout = Duration::from_secs(job.train.collective_timeout_s);
     let mut replicas = Replicas::from_env(job.train.bucket_mb, timeout)?;
-    pretrain_with(job, &mut replicas)
+    pretrain_observed(job, &mut replicas, &telemetry)
 }
 
+/// Pre-training on given replicas (in-process ranks in tests), without a metrics endpoint.
 pub fn pretrain_with(job: &PretrainJob, replicas: &mut Replicas) -> Result<PretrainOutcome> {
+    pretrain_observed(job, replicas, &Telemetry::disabled())
+}
+
+/// The loop itself, reporting each step and evaluation to `telemetry`.
+pub fn pretrain_observed(
+    job: &PretrainJob,
+    replicas: &mut Replicas,
+    telemetry: &Telemetry,
+) -> Result<PretrainOutcome> {
     let (rank, world) = (replicas.rank(), replicas.world_size());
     let per_rank = job.train.batch_size / world;
     if !job
@@ -209,6 +223,17 @@ pub fn pretrain_with(job: &PretrainJob, replicas: &mut Replicas) -> Result<Pretr
                 .iter()
                 .map(|b| b.lengths.iter().map(|&l| l as usize).sum::<usize>())
                 .sum();
+            telemetry.record_step(&StepRecord {
+                step: state.step,
+                epoch: state.epoch,
+                loss,
+                lr,
+                grad_norm: norm,
+                seconds: step_s,
+                samples: rows.len(),
+                positions,
+                allreduce: sync,
+            });
             if state.step % job.train.log_every == 0 || state.step == total_steps {
                 log.record(&json!({
                     "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
@@ -246,13 +271,10 @@ pub fn pretrain_with(job: &PretrainJob, replicas: &mut Replicas) -> Result<Pretr
         state.sampler_position = 0;
         let eval_now = job.eval.every_epochs > 0 && state.epoch % job.eval.every_epochs == 0;
         if (eval_now || state.epoch == job.train.epochs) && lead {
-            let m = evaluate(&model, &ds, &job.eval, job.data.max_len, job.train.seed)?;
-            log.progress(
-                &format!("epoch {} eval: {}", state.epoch, m.summary()),
-                true,
-            );
-            log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
-            last_eval = Some(m);
+            let label = format!("epoch {}", state.epoch);
+            last_eval = Some(evaluate_and_record(
+                &model, &ds, job, &state, &mut log, telemetry, &label,
+            )?);
         }
         last_checkpoint = save(
             replicas,
@@ -267,10 +289,9 @@ pub fn pretrain_with(job: &PretrainJob, replicas: &mut Replicas) -> Result<Pretr
     // Stopped by train.max_steps inside an epoch: evaluate and checkpoint where it stands.
     if state.step >= total_steps && state.sampler_position > 0 {
         if lead {
-            let m = evaluate(&model, &ds, &job.eval, job.data.max_len, job.train.seed)?;
-            log.progress(&format!("final eval: {}", m.summary()), true);
-            log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
-            last_eval = Some(m);
+            last_eval = Some(evaluate_and_record(
+                &model, &ds, job, &state, &mut log, telemetry, "final",
+            )?);
         }
         last_checkpoint = save(
             replicas,
@@ -290,6 +311,23 @@ pub fn pretrain_with(job: &PretrainJob, replicas: &mut Replicas) -> Result<Pretr
         checkpoint: last_checkpoint,
         resumed_from,
     })
+}
+
+/// Evaluate the encoder (rank 0) and report it to the log, the terminal and Prometheus.
+fn evaluate_and_record(
+    model: &PretrainModel,
+    ds: &Dataset,
+    job: &PretrainJob,
+    state: &TrainState,
+    log: &mut MetricsLog,
+    telemetry: &Telemetry,
+    label: &str,
+) -> Result<RankingMetrics> {
+    let m = evaluate(model, ds, &job.eval, job.data.max_len, job.train.seed)?;
+    log.progress(&format!("{label} eval: {}", m.summary()), true);
+    log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
+    telemetry.record_eval(state.epoch, &m);
+    Ok(m)
 }
 
 /// Rank 0 writes the checkpoint; every rank waits until it is complete, so a rank that dies
