@@ -220,8 +220,7 @@ impl SequenceFile {
     }
 
     pub fn has_text(&self) -> bool {
-        self.batches.first().is_some_and(|b| b.text.is_some())
-            || self.schema.column_with_name(TEXT_COLUMN).is_some()
+        self.schema.column_with_name(TEXT_COLUMN).is_some()
     }
 
     pub fn has_timestamps(&self) -> bool {
