@@ -198,9 +198,14 @@ pub fn pretrain_observed(
                 grads.add(&params, &loss.backward().ctx("backward")?)?;
             }
             let sync = replicas.sum_grads(&mut grads)?;
-            let mut reduced = [loss_sum];
+            let positions: usize = batches
+                .iter()
+                .map(|b| b.lengths.iter().map(|&l| l as usize).sum::<usize>())
+                .sum();
+            let mut reduced = [loss_sum, positions as f64];
             replicas.sum(&mut reduced)?;
             let loss = reduced[0] / labels.max(1) as f64;
+            let global_positions = reduced[1];
             if !loss.is_finite() || !grads.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     step: state.step + 1,
@@ -219,10 +224,6 @@ pub fn pretrain_observed(
             last_loss = loss;
 
             let step_s = t0.elapsed().as_secs_f64();
-            let positions: usize = batches
-                .iter()
-                .map(|b| b.lengths.iter().map(|&l| l as usize).sum::<usize>())
-                .sum();
             telemetry.record_step(&StepRecord {
                 step: state.step,
                 epoch: state.epoch,
@@ -239,7 +240,7 @@ pub fn pretrain_observed(
                     "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
                     "grad_norm": norm, "step_seconds": step_s, "labels": labels, "world_size": world,
                     "allreduce_seconds": sync.seconds, "allreduce_bytes": sync.bytes,
-                    "positions_per_second": positions as f64 / step_s,
+                    "positions_per_second": global_positions / step_s,
                     "elapsed_seconds": started.elapsed().as_secs_f64(),
                 }))?;
             }
@@ -250,7 +251,7 @@ pub fn pretrain_observed(
                     job.train.epochs,
                     state.step,
                     total_steps,
-                    positions as f64 / step_s
+                    global_positions / step_s
                 ),
                 false,
             );
