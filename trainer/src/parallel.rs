@@ -35,20 +35,21 @@ pub enum Replicas {
 }
 
 impl Replicas {
-    /// From the launch environment (torchrun's or Slurm's variables); a single process when
-    /// there are none.
+    /// From the launch environment (torchrun's or Slurm's variables; `UQA_COMM_BACKEND` =
+    /// tcp (default), mpi or nccl, as the sbatch templates set it); a single process when there
+    /// is no launch.
     pub fn from_env(bucket_mb: f64, timeout: Duration) -> Result<Self> {
+        let backend = backend_from(std::env::var("UQA_COMM_BACKEND").ok().as_deref())?;
         let env = RankEnv::from_env()?;
-        if env.world_size == 1 {
+        // MPI learns its world from mpirun itself, so only tcp and nccl can tell "no launch"
+        // from the environment alone.
+        if env.world_size == 1 && backend != Backend::Mpi {
             return Ok(Replicas::Single);
         }
-        let comm = bootstrap(
-            &env,
-            &BootstrapOptions {
-                backend: Backend::Tcp,
-                timeout,
-            },
-        )?;
+        let comm = bootstrap(&env, &BootstrapOptions { backend, timeout })?;
+        if comm.world_size() == 1 {
+            return Ok(Replicas::Single);
+        }
         Ok(Self::with_comm(comm, bucket_mb, timeout))
     }
 
@@ -162,10 +163,31 @@ impl Replicas {
     }
 }
 
+/// The backend named by `UQA_COMM_BACKEND` (tcp when unset).
+fn backend_from(value: Option<&str>) -> Result<Backend> {
+    match value {
+        None | Some("") => Ok(Backend::Tcp),
+        Some(v) => v.parse().map_err(|e| {
+            TrainError::Invalid(format!("environment variable UQA_COMM_BACKEND: {e}"))
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use uqa_comm::LocalComm;
+
+    #[test]
+    fn backend_comes_from_the_environment_variable() {
+        assert_eq!(backend_from(None).unwrap(), Backend::Tcp);
+        assert_eq!(backend_from(Some("nccl")).unwrap(), Backend::Nccl);
+        let err = backend_from(Some("gloo")).unwrap_err().to_string();
+        assert!(
+            err.contains("UQA_COMM_BACKEND") && err.contains("gloo"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn buckets_sum_every_parameter_exactly_once() {
