@@ -211,3 +211,58 @@ macro_rules! dispatch_pair {
         }
     };
 }
+
+/// The part of a `Communicator` impl every backend writes the same way: identity, and the
+/// type-erased collectives forwarded to the backend's generic `all_reduce_t`, `broadcast_t`,
+/// `all_gather_t` and `reduce_scatter_t`. Used inside `impl Communicator for X { ... }` of a
+/// type with `rank` and `world` fields; the backend adds its own `barrier`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! typed_collectives {
+    ($backend:literal) => {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn world_size(&self) -> usize {
+            self.world
+        }
+        fn backend(&self) -> &'static str {
+            $backend
+        }
+        fn all_reduce_buf(
+            &mut self,
+            buf: $crate::BufMut<'_>,
+            op: $crate::ReduceOp,
+            timeout: std::time::Duration,
+        ) -> $crate::Result<()> {
+            $crate::dispatch_mut!(buf, b => self.all_reduce_t(b, op, timeout))
+        }
+        fn broadcast_buf(
+            &mut self,
+            buf: $crate::BufMut<'_>,
+            root: usize,
+            timeout: std::time::Duration,
+        ) -> $crate::Result<()> {
+            $crate::dispatch_mut!(buf, b => self.broadcast_t(b, root, timeout))
+        }
+        fn all_gather_buf(
+            &mut self,
+            send: $crate::BufRef<'_>,
+            recv: $crate::BufMut<'_>,
+            timeout: std::time::Duration,
+        ) -> $crate::Result<()> {
+            let err = $crate::communicator::check::dtype_mismatch("all_gather", self.rank);
+            $crate::dispatch_pair!(send, recv, s, r => self.all_gather_t(s, r, timeout), err)
+        }
+        fn reduce_scatter_buf(
+            &mut self,
+            send: $crate::BufRef<'_>,
+            recv: $crate::BufMut<'_>,
+            op: $crate::ReduceOp,
+            timeout: std::time::Duration,
+        ) -> $crate::Result<()> {
+            let err = $crate::communicator::check::dtype_mismatch("reduce_scatter", self.rank);
+            $crate::dispatch_pair!(send, recv, s, r => self.reduce_scatter_t(s, r, op, timeout), err)
+        }
+    };
+}

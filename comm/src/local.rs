@@ -9,9 +9,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::communicator::{Communicator, ReduceOp, check};
-use crate::element::{BufMut, BufRef, Element};
+use crate::element::Element;
 use crate::error::{CommError, Result};
-use crate::{dispatch_mut, dispatch_pair};
 
 type Deposit = Arc<dyn Any + Send + Sync>;
 
@@ -257,40 +256,7 @@ fn downcast<'a, T: Element>(
 }
 
 impl Communicator for LocalComm {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn world_size(&self) -> usize {
-        self.world
-    }
-    fn backend(&self) -> &'static str {
-        "local"
-    }
-    fn all_reduce_buf(&mut self, buf: BufMut<'_>, op: ReduceOp, timeout: Duration) -> Result<()> {
-        dispatch_mut!(buf, b => self.all_reduce_t(b, op, timeout))
-    }
-    fn broadcast_buf(&mut self, buf: BufMut<'_>, root: usize, timeout: Duration) -> Result<()> {
-        dispatch_mut!(buf, b => self.broadcast_t(b, root, timeout))
-    }
-    fn all_gather_buf(
-        &mut self,
-        send: BufRef<'_>,
-        recv: BufMut<'_>,
-        timeout: Duration,
-    ) -> Result<()> {
-        let err = check::dtype_mismatch("all_gather", self.rank);
-        dispatch_pair!(send, recv, s, r => self.all_gather_t(s, r, timeout), err)
-    }
-    fn reduce_scatter_buf(
-        &mut self,
-        send: BufRef<'_>,
-        recv: BufMut<'_>,
-        op: ReduceOp,
-        timeout: Duration,
-    ) -> Result<()> {
-        let err = check::dtype_mismatch("reduce_scatter", self.rank);
-        dispatch_pair!(send, recv, s, r => self.reduce_scatter_t(s, r, op, timeout), err)
-    }
+    crate::typed_collectives!("local");
     fn barrier(&mut self, timeout: Duration) -> Result<()> {
         self.exchange("barrier", Arc::new(()), timeout).map(drop)
     }

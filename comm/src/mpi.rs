@@ -42,12 +42,11 @@ use ::mpi::topology::{Communicator as _, SimpleCommunicator};
 use ::mpi::traits::AsRaw;
 
 use crate::communicator::{Communicator, ReduceOp, check};
-use crate::element::{BufMut, BufRef, DType, Element, as_bytes, as_bytes_mut};
+use crate::element::{DType, Element, as_bytes, as_bytes_mut};
 use crate::env::{LaunchSource, RankEnv, fnv1a64, host_port};
 use crate::error::{CommError, Result};
 use crate::stall::{self, Diagnosis};
 use crate::store::{Store, StoreServer};
-use crate::{dispatch_mut, dispatch_pair};
 
 /// Room for the side-channel store's `host:port` and token in the start-up broadcast.
 const ADDR_MSG: usize = 512;
@@ -522,40 +521,7 @@ fn fold<T: Element>(out: &mut [T], blocks: &[T], op: ReduceOp, world: usize) {
 }
 
 impl Communicator for MpiComm {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn world_size(&self) -> usize {
-        self.world
-    }
-    fn backend(&self) -> &'static str {
-        "mpi"
-    }
-    fn all_reduce_buf(&mut self, buf: BufMut<'_>, op: ReduceOp, timeout: Duration) -> Result<()> {
-        dispatch_mut!(buf, b => self.all_reduce_t(b, op, timeout))
-    }
-    fn broadcast_buf(&mut self, buf: BufMut<'_>, root: usize, timeout: Duration) -> Result<()> {
-        dispatch_mut!(buf, b => self.broadcast_t(b, root, timeout))
-    }
-    fn all_gather_buf(
-        &mut self,
-        send: BufRef<'_>,
-        recv: BufMut<'_>,
-        timeout: Duration,
-    ) -> Result<()> {
-        let err = check::dtype_mismatch("all_gather", self.rank);
-        dispatch_pair!(send, recv, s, r => self.all_gather_t(s, r, timeout), err)
-    }
-    fn reduce_scatter_buf(
-        &mut self,
-        send: BufRef<'_>,
-        recv: BufMut<'_>,
-        op: ReduceOp,
-        timeout: Duration,
-    ) -> Result<()> {
-        let err = check::dtype_mismatch("reduce_scatter", self.rank);
-        dispatch_pair!(send, recv, s, r => self.reduce_scatter_t(s, r, op, timeout), err)
-    }
+    crate::typed_collectives!("mpi");
     fn barrier(&mut self, timeout: Duration) -> Result<()> {
         self.ready("barrier")?;
         // SAFETY: a barrier moves no data; `req` is written by MPI.

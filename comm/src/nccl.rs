@@ -30,12 +30,11 @@ use cudarc::driver::{CudaContext, CudaStream, DeviceRepr, ValidAsZeroBits};
 use cudarc::nccl::{Comm, Id, NcclType};
 
 use crate::communicator::{Communicator, ReduceOp, check};
-use crate::element::{BufMut, BufRef, Element};
+use crate::element::Element;
 use crate::env::RankEnv;
 use crate::error::{CommError, Result};
 use crate::stall::{self, Diagnosis};
 use crate::tcp::TcpComm;
-use crate::{dispatch_mut, dispatch_pair};
 
 /// Store key of the NCCL unique id (under the tcp communicator's per-restart prefix).
 const ID_KEY: &str = "nccl/unique_id";
@@ -377,40 +376,7 @@ fn nccl_op(op: ReduceOp) -> cudarc::nccl::ReduceOp {
 }
 
 impl Communicator for NcclComm {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn world_size(&self) -> usize {
-        self.world
-    }
-    fn backend(&self) -> &'static str {
-        "nccl"
-    }
-    fn all_reduce_buf(&mut self, buf: BufMut<'_>, op: ReduceOp, timeout: Duration) -> Result<()> {
-        dispatch_mut!(buf, b => self.all_reduce_t(b, op, timeout))
-    }
-    fn broadcast_buf(&mut self, buf: BufMut<'_>, root: usize, timeout: Duration) -> Result<()> {
-        dispatch_mut!(buf, b => self.broadcast_t(b, root, timeout))
-    }
-    fn all_gather_buf(
-        &mut self,
-        send: BufRef<'_>,
-        recv: BufMut<'_>,
-        timeout: Duration,
-    ) -> Result<()> {
-        let err = check::dtype_mismatch("all_gather", self.rank);
-        dispatch_pair!(send, recv, s, r => self.all_gather_t(s, r, timeout), err)
-    }
-    fn reduce_scatter_buf(
-        &mut self,
-        send: BufRef<'_>,
-        recv: BufMut<'_>,
-        op: ReduceOp,
-        timeout: Duration,
-    ) -> Result<()> {
-        let err = check::dtype_mismatch("reduce_scatter", self.rank);
-        dispatch_pair!(send, recv, s, r => self.reduce_scatter_t(s, r, op, timeout), err)
-    }
+    crate::typed_collectives!("nccl");
     /// An all-reduce of one byte: NCCL has no barrier, and this orders the GPU streams too.
     fn barrier(&mut self, timeout: Duration) -> Result<()> {
         let mut one = [0u8];

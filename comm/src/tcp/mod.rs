@@ -11,12 +11,11 @@ mod schedule;
 use std::time::{Duration, Instant};
 
 use crate::communicator::{Communicator, ReduceOp, check};
-use crate::element::{BufMut, BufRef, Element};
+use crate::element::Element;
 use crate::env::RankEnv;
 use crate::error::{CommError, Result};
 use crate::stall::{self, Diagnosis};
 use crate::store::{Store, StoreServer};
-use crate::{dispatch_mut, dispatch_pair};
 use engine::{EngineError, Links, Stall};
 use header::Arg;
 use schedule::Schedule;
@@ -275,40 +274,7 @@ impl TcpComm {
 }
 
 impl Communicator for TcpComm {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn world_size(&self) -> usize {
-        self.world
-    }
-    fn backend(&self) -> &'static str {
-        "tcp"
-    }
-    fn all_reduce_buf(&mut self, buf: BufMut<'_>, op: ReduceOp, timeout: Duration) -> Result<()> {
-        dispatch_mut!(buf, b => self.all_reduce_t(b, op, timeout))
-    }
-    fn broadcast_buf(&mut self, buf: BufMut<'_>, root: usize, timeout: Duration) -> Result<()> {
-        dispatch_mut!(buf, b => self.broadcast_t(b, root, timeout))
-    }
-    fn all_gather_buf(
-        &mut self,
-        send: BufRef<'_>,
-        recv: BufMut<'_>,
-        timeout: Duration,
-    ) -> Result<()> {
-        let err = check::dtype_mismatch("all_gather", self.rank);
-        dispatch_pair!(send, recv, s, r => self.all_gather_t(s, r, timeout), err)
-    }
-    fn reduce_scatter_buf(
-        &mut self,
-        send: BufRef<'_>,
-        recv: BufMut<'_>,
-        op: ReduceOp,
-        timeout: Duration,
-    ) -> Result<()> {
-        let err = check::dtype_mismatch("reduce_scatter", self.rank);
-        dispatch_pair!(send, recv, s, r => self.reduce_scatter_t(s, r, op, timeout), err)
-    }
+    crate::typed_collectives!("tcp");
     /// A ring all-gather of one byte per rank: it returns once every rank has contributed. The
     /// call header already checks that the ranks are in step.
     fn barrier(&mut self, timeout: Duration) -> Result<()> {
