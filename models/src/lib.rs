@@ -4,7 +4,8 @@
 //! - [`encoder`]: the [`Encoder`] trait and the sequence encoders (Trm++, SASRec, HSTU,
 //!   GRU4Rec, Mamba4Rec);
 //! - [`loss`]: the chunked, tied next-item cross-entropy and InfoNCE;
-//! - [`pretrain`]: the three assembled into the pre-training model.
+//! - [`pretrain`]: the three assembled into the pre-training model;
+//! - [`llm`]: the Qwen2 / Llama causal LM that takes soft prompts.
 //!
 //! Model code has no collectives; the trainer wraps models for data parallelism. Every module
 //! uses differentiable candle ops only (see DESIGN.md "Known traps" and `layers`).
@@ -14,6 +15,7 @@ pub mod encoder;
 pub mod error;
 pub mod init;
 mod layers;
+pub mod llm;
 pub mod loss;
 pub mod pretrain;
 

@@ -1,0 +1,360 @@
+//! A decoder-only causal LM of the Qwen2 / Llama families, written for soft prompts: the forward
+//! pass starts from `inputs_embeds` (so encoder-made vectors can sit among token embeddings),
+//! takes a [`TokenMask`] for left or right padding, fills an optional [`KvCache`], and returns
+//! hidden states; logits are computed only for the rows the caller asks for.
+//!
+//! Parameter names follow Hugging Face (`model.layers.0.self_attn.q_proj.weight`, ...), so a
+//! safetensors checkpoint loads through a plain `VarBuilder`. Training uses differentiable ops;
+//! [`Mode::Infer`] switches to candle's fused kernels, which have no backward (DESIGN.md "Known
+//! traps").
+
+use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use super::config::LlmConfig;
+use super::mask::TokenMask;
+
+/// Whether gradients must flow through the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Differentiable ops everywhere (alignment training).
+    Train,
+    /// Fused kernels without backward (evaluation, generation).
+    Infer,
+}
+
+/// Keys and values of every layer for the tokens seen so far, `[B, kv_heads, S, head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        KvCache {
+            layers: vec![None; layers],
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => candle_nn::ops::rms_norm(x, weight, eps as f32),
+        Mode::Train => {
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)
+        }
+    }
+}
+
+fn softmax(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => candle_nn::ops::softmax_last_dim(x),
+        Mode::Train => candle_nn::ops::softmax(x, D::Minus1),
+    }
+}
+
+/// `cos`, `sin` of shape `[B, 1, T, head_dim]` (rotate-half layout) for the given positions.
+fn rope_tables(
+    positions: &[u32],
+    rows: usize,
+    head_dim: usize,
+    theta: f64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let inv: Vec<f64> = (0..half)
+        .map(|i| theta.powf(-2.0 * i as f64 / head_dim as f64))
+        .collect();
+    let mut cos = Vec::with_capacity(positions.len() * head_dim);
+    let mut sin = Vec::with_capacity(positions.len() * head_dim);
+    for &p in positions {
+        for _ in 0..2 {
+            for f in &inv {
+                let a = p as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+    }
+    let t = positions.len() / rows.max(1);
+    let shape = (rows, 1, t, head_dim);
+    Ok((
+        Tensor::from_vec(cos, shape, dev)?.to_dtype(dtype)?,
+        Tensor::from_vec(sin, shape, dev)?.to_dtype(dtype)?,
+    ))
+}
+
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)
+}
+
+fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    // Hugging Face's `initializer_range` (0.02) for freshly built models; ignored when loading.
+    let w = vb.get_with_hints(
+        (d_out, d_in),
+        "weight",
+        Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        },
+    )?;
+    let b = if bias {
+        Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?)
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &LlmConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+        let kv = cfg.num_key_value_heads * hd;
+        Ok(Attention {
+            q: linear(d, cfg.num_attention_heads * hd, cfg.attention_bias, vb.pp("q_proj"))?,
+            k: linear(d, kv, cfg.attention_bias, vb.pp("k_proj"))?,
+            v: linear(d, kv, cfg.attention_bias, vb.pp("v_proj"))?,
+            o: linear(cfg.num_attention_heads * hd, d, false, vb.pp("o_proj"))?,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    /// `x: [B, T, d]`; `bias: [B, 1, T, S]` with `S` = cached + `T`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        bias: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let hd = self.head_dim;
+        let split = |y: Tensor, h: usize| -> Result<Tensor> {
+            y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = apply_rope(&split(self.q.forward(x)?, self.heads)?, &rope.0, &rope.1)?;
+        let mut k = apply_rope(&split(self.k.forward(x)?, self.kv_heads)?, &rope.0, &rope.1)?;
+        let mut v = split(self.v.forward(x)?, self.kv_heads)?;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let s = k.dim(2)?;
+        // Grouped-query attention without copying keys: the `rep` query heads sharing a
+        // key-value head are stacked along the time axis of one batched matmul.
+        let rep = self.heads / self.kv_heads;
+        let q = q.reshape((b, self.kv_heads, rep * t, hd))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?
+            .reshape((b, self.kv_heads, rep, t, s))?
+            .broadcast_add(&bias.unsqueeze(2)?)?;
+        let probs = softmax(&scores, mode)?.reshape((b, self.kv_heads, rep * t, s))?;
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, self.heads, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * hd))?;
+        self.o.forward(&out)
+    }
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &LlmConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate: linear(d, f, false, vb.pp("gate_proj"))?,
+            up: linear(d, f, false, vb.pp("up_proj"))?,
+            down: linear(f, d, false, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.down
+            .forward(&(self.gate.forward(x)?.silu()? * self.up.forward(x)?)?)
+    }
+}
+
+struct DecoderLayer {
+    attn: Attention,
+    mlp: Mlp,
+    input_norm: Tensor,
+    post_attn_norm: Tensor,
+}
+
+/// The causal LM.
+pub struct CausalLm {
+    cfg: LlmConfig,
+    embed: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    lm_head: Option<Tensor>,
+}
+
+impl CausalLm {
+    /// Builds the model from `vb` at the root of a Hugging Face checkpoint's name space.
+    pub fn new(cfg: &LlmConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let m = vb.pp("model");
+        let ones = Init::Const(1.0);
+        let embed = m.get_with_hints(
+            (cfg.vocab_size, d),
+            "embed_tokens.weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        )?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = m.pp(format!("layers.{i}"));
+                Ok(DecoderLayer {
+                    attn: Attention::new(cfg, l.pp("self_attn"))?,
+                    mlp: Mlp::new(cfg, l.pp("mlp"))?,
+                    input_norm: l.get_with_hints(d, "input_layernorm.weight", ones)?,
+                    post_attn_norm: l.get_with_hints(d, "post_attention_layernorm.weight", ones)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = m.get_with_hints(d, "norm.weight", ones)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(vb.get_with_hints(
+                (cfg.vocab_size, d),
+                "lm_head.weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?)
+        };
+        Ok(CausalLm {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+
+    /// Token embeddings `[B, T, d]` of `ids: [B, T]` (u32).
+    pub fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        self.embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden_size))
+    }
+
+    /// The output projection `[V, d]` (the embedding table when tied).
+    pub fn output_table(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Final hidden states `[B, T, d]` of the new tokens `x: [B, T, d]`. `mask` covers the
+    /// cached prefix and the new tokens (`mask.len() == cache.len() + T`).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: &TokenMask,
+        mut cache: Option<&mut KvCache>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let cached = cache.as_ref().map_or(0, |c| c.len());
+        if mask.rows() != b || mask.len() != cached + t {
+            candle_core::bail!(
+                "token mask is {}x{} but the input is {b}x{t} with {cached} cached positions",
+                mask.rows(),
+                mask.len()
+            );
+        }
+        let rope = rope_tables(
+            &mask.positions(t),
+            b,
+            self.cfg.head_dim(),
+            self.cfg.rope_theta,
+            x.dtype(),
+            x.device(),
+        )?;
+        let bias = mask.attention_bias(t, x.dtype(), x.device())?;
+        let eps = self.cfg.rms_norm_eps;
+        let mut h = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let a = layer.attn.forward(
+                &rms_norm(&h, &layer.input_norm, eps, mode)?,
+                &rope,
+                &bias,
+                slot,
+                mode,
+            )?;
+            h = (h + a)?;
+            let f = layer
+                .mlp
+                .forward(&rms_norm(&h, &layer.post_attn_norm, eps, mode)?)?;
+            h = (h + f)?;
+        }
+        rms_norm(&h, &self.norm, eps, mode)
+    }
+
+    /// Logits `[N, V]` of hidden rows `h: [N, d]`.
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        h.matmul(&self.output_table().t()?)
+    }
+
+    /// A fresh cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.num_hidden_layers)
+    }
+}
