@@ -19,6 +19,10 @@ pub enum ModelError {
         position: usize,
         vocab: u64,
     },
+    /// A conversation cannot be rendered (malformed chat JSON, no assistant turn, a prompt
+    /// beyond the context); the caller adds the file and row.
+    #[error("chat: {reason}")]
+    Chat { reason: String },
     /// A tensor operation failed; `context` names the module and step.
     #[error("{context}: {source}")]
     Candle {
@@ -34,6 +38,12 @@ impl ModelError {
     pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ModelError::Config {
             field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn chat(reason: impl Into<String>) -> Self {
+        ModelError::Chat {
             reason: reason.into(),
         }
     }

@@ -5,11 +5,14 @@
 //!   GRU4Rec, Mamba4Rec);
 //! - [`loss`]: the chunked, tied next-item cross-entropy and InfoNCE;
 //! - [`pretrain`]: the three assembled into the pre-training model;
-//! - [`llm`]: the Qwen2 / Llama causal LM that takes soft prompts.
+//! - [`adapter`]: encoder states to soft-prompt tokens (mean pool, Q-Former);
+//! - [`llm`]: the Qwen2 / Llama causal LM that takes soft prompts;
+//! - [`soft_prompt`]: encoder + adapter + LM, the model of alignment and evaluation.
 //!
 //! Model code has no collectives; the trainer wraps models for data parallelism. Every module
 //! uses differentiable candle ops only (see DESIGN.md "Known traps" and `layers`).
 
+pub mod adapter;
 pub mod embedder;
 pub mod encoder;
 pub mod error;
@@ -18,6 +21,7 @@ mod layers;
 pub mod llm;
 pub mod loss;
 pub mod pretrain;
+pub mod soft_prompt;
 
 pub use embedder::{EmbedderConfig, FeatureEmbedder, InputVariant, mask_tensor};
 pub use encoder::{

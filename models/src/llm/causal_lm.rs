@@ -124,10 +124,66 @@ fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Linea
     Ok(Linear::new(w, b))
 }
 
+/// Low-rank adaptation (Hu et al. 2021) of a frozen projection: `W x + (alpha / r) B A x`, with
+/// `A` Kaiming-uniform and `B` zero so training starts from the unadapted model.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+        }
+    }
+}
+
+struct Lora {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+}
+
+impl Lora {
+    fn new(cfg: LoraConfig, d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Lora {
+            a: vb.get_with_hints(
+                (cfg.rank, d_in),
+                "lora_A",
+                candle_nn::init::DEFAULT_KAIMING_UNIFORM,
+            )?,
+            b: vb.get_with_hints((d_out, cfg.rank), "lora_B", Init::Const(0.0))?,
+            scale: cfg.alpha / cfg.rank as f64,
+        })
+    }
+}
+
+/// A projection with an optional LoRA branch.
+struct Projection {
+    base: Linear,
+    lora: Option<Lora>,
+}
+
+impl Projection {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.base.forward(x)?;
+        match &self.lora {
+            None => Ok(y),
+            Some(l) => {
+                let low = x.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
+                y + (low * l.scale)?
+            }
+        }
+    }
+}
+
 struct Attention {
-    q: Linear,
+    q: Projection,
     k: Linear,
-    v: Linear,
+    v: Projection,
     o: Linear,
     heads: usize,
     kv_heads: usize,
@@ -135,13 +191,29 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &LlmConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        cfg: &LlmConfig,
+        vb: VarBuilder,
+        lora: Option<(LoraConfig, VarBuilder)>,
+    ) -> Result<Self> {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim());
         let kv = cfg.num_key_value_heads * hd;
+        let q_out = cfg.num_attention_heads * hd;
+        let adapt = |name: &str, d_out: usize| -> Result<Option<Lora>> {
+            lora.as_ref()
+                .map(|(c, lvb)| Lora::new(*c, d, d_out, lvb.pp(name)))
+                .transpose()
+        };
         Ok(Attention {
-            q: linear(d, cfg.num_attention_heads * hd, cfg.attention_bias, vb.pp("q_proj"))?,
+            q: Projection {
+                base: linear(d, q_out, cfg.attention_bias, vb.pp("q_proj"))?,
+                lora: adapt("q_proj", q_out)?,
+            },
             k: linear(d, kv, cfg.attention_bias, vb.pp("k_proj"))?,
-            v: linear(d, kv, cfg.attention_bias, vb.pp("v_proj"))?,
+            v: Projection {
+                base: linear(d, kv, cfg.attention_bias, vb.pp("v_proj"))?,
+                lora: adapt("v_proj", kv)?,
+            },
             o: linear(cfg.num_attention_heads * hd, d, false, vb.pp("o_proj"))?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
@@ -232,6 +304,16 @@ pub struct CausalLm {
 impl CausalLm {
     /// Builds the model from `vb` at the root of a Hugging Face checkpoint's name space.
     pub fn new(cfg: &LlmConfig, vb: VarBuilder) -> Result<Self> {
+        Self::with_lora(cfg, vb, None)
+    }
+
+    /// Builds the model with LoRA branches on the q and v projections of every layer, their
+    /// weights from `lora.1` (named like the projections: `model.layers.0.self_attn.q_proj.lora_A`).
+    pub fn with_lora(
+        cfg: &LlmConfig,
+        vb: VarBuilder,
+        lora: Option<(LoraConfig, VarBuilder)>,
+    ) -> Result<Self> {
         let d = cfg.hidden_size;
         let m = vb.pp("model");
         let ones = Init::Const(1.0);
@@ -246,8 +328,11 @@ impl CausalLm {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = m.pp(format!("layers.{i}"));
+                let lora_vb = lora
+                    .as_ref()
+                    .map(|(c, lvb)| (*c, lvb.pp(format!("model.layers.{i}.self_attn"))));
                 Ok(DecoderLayer {
-                    attn: Attention::new(cfg, l.pp("self_attn"))?,
+                    attn: Attention::new(cfg, l.pp("self_attn"), lora_vb)?,
                     mlp: Mlp::new(cfg, l.pp("mlp"))?,
                     input_norm: l.get_with_hints(d, "input_layernorm.weight", ones)?,
                     post_attn_norm: l.get_with_hints(d, "post_attention_layernorm.weight", ones)?,

@@ -2,9 +2,13 @@
 //! `inputs_embeds`, its padding masks and KV cache, and its configuration.
 
 pub mod causal_lm;
+pub mod chat;
 pub mod config;
+pub mod generate;
 pub mod mask;
 
-pub use causal_lm::{CausalLm, KvCache, Mode};
+pub use causal_lm::{CausalLm, KvCache, LoraConfig, Mode};
+pub use chat::{ChatFormat, EncodedChat, QWEN_SYSTEM_PROMPT, Turn, parse_chat};
 pub use config::{Architecture, LlmConfig};
+pub use generate::{GenerateConfig, greedy};
 pub use mask::{Padding, TokenMask};

@@ -195,3 +195,37 @@ pub fn gradcheck(
     }
     compared
 }
+
+/// A batch of some rows of `batch`, in the given order.
+#[allow(dead_code)]
+pub fn select_rows(batch: &SequenceBatch, rows: &[usize]) -> SequenceBatch {
+    let t = batch.seq_len;
+    let mut out = batch.clone();
+    out.batch_size = rows.len();
+    out.lengths = rows.iter().map(|&r| batch.lengths[r]).collect();
+    out.rows = rows.iter().map(|&r| batch.rows[r]).collect();
+    for (k, col) in batch.ids.iter().enumerate() {
+        out.ids[k] = rows
+            .iter()
+            .flat_map(|&r| col[r * t..(r + 1) * t].iter().copied())
+            .collect();
+    }
+    for (k, bag) in batch.bags.iter().enumerate() {
+        let mut ids = Vec::new();
+        let mut offsets = vec![0u32];
+        for &r in rows {
+            for p in r * t..(r + 1) * t {
+                let (a, b) = (bag.offsets[p] as usize, bag.offsets[p + 1] as usize);
+                ids.extend_from_slice(&bag.ids[a..b]);
+                offsets.push(ids.len() as u32);
+            }
+        }
+        out.bags[k] = BagColumn { ids, offsets };
+    }
+    out.timestamps = batch.timestamps.as_ref().map(|ts| {
+        rows.iter()
+            .flat_map(|&r| ts[r * t..(r + 1) * t].iter().copied())
+            .collect()
+    });
+    out
+}

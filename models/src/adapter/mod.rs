@@ -1,0 +1,95 @@
+//! Adapters: encoder hidden states `[B, T, d_enc]` in, soft-prompt tokens `[B, k, d_llm]` out.
+//!
+//! - [`MeanPool`] (the reference default): a linear map of every position, averaged over the
+//!   valid positions: one soft token.
+//! - [`QFormer`] (the paper's alternative): `k` learned queries cross-attending to the states:
+//!   `k` soft tokens (16 by default).
+
+mod mean_pool;
+mod qformer;
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+pub use mean_pool::MeanPool;
+pub use qformer::QFormer;
+
+use crate::error::{CandleContext, ModelError, Result};
+
+/// Which adapter, and its shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdapterConfig {
+    MeanPool,
+    QFormer {
+        #[serde(default = "default_queries")]
+        queries: usize,
+        #[serde(default = "default_heads")]
+        heads: usize,
+    },
+}
+
+fn default_queries() -> usize {
+    16
+}
+
+fn default_heads() -> usize {
+    8
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        AdapterConfig::MeanPool
+    }
+}
+
+impl AdapterConfig {
+    /// Soft tokens per user.
+    pub fn soft_tokens(&self) -> usize {
+        match self {
+            AdapterConfig::MeanPool => 1,
+            AdapterConfig::QFormer { queries, .. } => *queries,
+        }
+    }
+}
+
+/// A built adapter.
+pub enum Adapter {
+    MeanPool(MeanPool),
+    QFormer(QFormer),
+}
+
+impl Adapter {
+    /// Builds the adapter from `d_enc`-wide states to `d_llm`-wide soft tokens.
+    pub fn new(cfg: &AdapterConfig, d_enc: usize, d_llm: usize, vb: VarBuilder) -> Result<Self> {
+        match cfg {
+            AdapterConfig::MeanPool => Ok(Adapter::MeanPool(
+                MeanPool::new(d_enc, d_llm, vb).ctx("building the mean-pool adapter")?,
+            )),
+            AdapterConfig::QFormer { queries, heads } => {
+                if *queries == 0 || *heads == 0 || d_llm % heads != 0 {
+                    return Err(ModelError::config(
+                        "adapter.heads",
+                        format!(
+                            "{heads} heads and {queries} queries for an LLM width of {d_llm}: heads must divide the width, both positive"
+                        ),
+                    ));
+                }
+                Ok(Adapter::QFormer(
+                    QFormer::new(d_enc, d_llm, *queries, *heads, vb)
+                        .ctx("building the Q-Former adapter")?,
+                ))
+            }
+        }
+    }
+
+    /// `states: [B, T, d_enc]`, `mask: [B, T]` (1 valid, 0 padding, states' dtype) ->
+    /// `[B, k, d_llm]`.
+    pub fn forward(&self, states: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        match self {
+            Adapter::MeanPool(a) => a.forward(states, mask).ctx("mean-pool adapter"),
+            Adapter::QFormer(a) => a.forward(states, mask).ctx("Q-Former adapter"),
+        }
+    }
+}
