@@ -9,6 +9,9 @@ pub enum EvalError {
     #[error(transparent)]
     Data(#[from] uqa_data::DataError),
 
+    #[error(transparent)]
+    Train(#[from] uqa_trainer::TrainError),
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

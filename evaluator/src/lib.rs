@@ -1,7 +1,8 @@
 //! uqa's evaluation side: question/answer generation for the seven sub-tasks (`qa`), scoring of
-//! generated answers (`score`) and the paper-style tables and plots (`report`). Distributed
-//! generation lands with the alignment stage.
+//! generated answers (`score`), distributed answering by an aligned model (`answer`, the
+//! `uqa eval` command) and the paper-style tables and plots (`report`).
 
+pub mod answer;
 pub mod error;
 pub mod qa;
 pub mod report;

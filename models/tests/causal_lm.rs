@@ -85,14 +85,24 @@ fn cached_decoding_equals_a_full_forward() {
     let mut cache = lm.new_cache();
     let mut mask = TokenMask::full(1, 3);
     let mut parts = vec![
-        lm.forward(&x.narrow(1, 0, 3).unwrap(), &mask, Some(&mut cache), Mode::Infer)
-            .unwrap(),
+        lm.forward(
+            &x.narrow(1, 0, 3).unwrap(),
+            &mask,
+            Some(&mut cache),
+            Mode::Infer,
+        )
+        .unwrap(),
     ];
     for t in 3..6 {
         mask.extend(1);
         parts.push(
-            lm.forward(&x.narrow(1, t, 1).unwrap(), &mask, Some(&mut cache), Mode::Infer)
-                .unwrap(),
+            lm.forward(
+                &x.narrow(1, t, 1).unwrap(),
+                &mask,
+                Some(&mut cache),
+                Mode::Infer,
+            )
+            .unwrap(),
         );
     }
     assert_eq!(cache.len(), 6);
@@ -125,7 +135,9 @@ fn gradients_reach_inputs_embeds_and_every_parameter() {
     let xv = candle_core::Var::from_tensor(&x0).unwrap();
     let loss = objective(xv.as_tensor());
     let grads = loss.backward().unwrap();
-    let gx = grads.get(xv.as_tensor()).expect("gradient of inputs_embeds");
+    let gx = grads
+        .get(xv.as_tensor())
+        .expect("gradient of inputs_embeds");
     // Directional finite difference along `probe`.
     let eps = 1e-6;
     let plus = objective(&(&x0 + (&probe * eps).unwrap()).unwrap());
@@ -148,7 +160,13 @@ fn gradients_reach_inputs_embeds_and_every_parameter() {
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(norm > 0.0, "zero gradient for {name}");
     }
 }

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod align;
 mod bench;
 mod data;
+mod eval;
 mod pretrain;
 mod qa_gen;
 mod quickstart;
@@ -39,6 +41,12 @@ pub enum Command {
     /// Generate question/answer files for the seven sub-tasks (DF, MF, IP, AP, LI, SI, IT) from
     /// a dataset's histories and held-out tails, balanced per sub-task.
     QaGen(qa_gen::QaGenArgs),
+    /// Align a frozen encoder to an LLM through soft prompts (adapter, full or LoRA
+    /// fine-tuning), or fine-tune a text-prompt baseline (Text20/50, ReLLa).
+    Align(align::AlignArgs),
+    /// Answer the evaluation questions with an aligned model on any number of ranks (batched
+    /// greedy decoding), gather the answers in order and score them.
+    Eval(eval::EvalArgs),
     /// Score predictions (prefix match as the headline, plus normalized and list-aware partial
     /// credit; micro and macro averages; bootstrap 95% intervals) and write the paper's Table 2
     /// and Table 7 as Markdown, CSV and JSON, with SVG plots, for several runs side by side.
@@ -59,6 +67,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Data(cmd) => data::run(cmd),
         Command::Pretrain(a) => pretrain::run(a),
         Command::QaGen(a) => qa_gen::run(a),
+        Command::Align(a) => align::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Report(a) => report::run(a),
         Command::Launch(a) => Ok(uqa_launcher::run(a)),
         Command::Bench(cmd) => bench::run(cmd),

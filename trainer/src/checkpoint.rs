@@ -13,6 +13,7 @@ use uqa_data::atomic::write_atomic;
 
 use crate::error::{CandleContext, Result, TrainError};
 use crate::optim::{AdamW, Params};
+use crate::parallel::Replicas;
 
 pub const LATEST: &str = "latest";
 
@@ -86,6 +87,26 @@ pub fn save(
     write_atomic(root.join(LATEST), name.as_bytes())?;
     prune(&root, keep.max(1))?;
     Ok(final_dir)
+}
+
+/// Rank 0 writes the checkpoint; every rank waits until it is complete, so a rank that dies
+/// right after can only ever resume from a whole checkpoint.
+pub fn save_synced(
+    replicas: &mut Replicas,
+    out: &Path,
+    params: &Params,
+    optimizer: &AdamW,
+    state: &TrainState,
+    config_toml: &str,
+    keep: usize,
+) -> Result<Option<PathBuf>> {
+    let path = if replicas.rank() == 0 {
+        Some(save(out, params, optimizer, state, config_toml, keep)?)
+    } else {
+        None
+    };
+    replicas.barrier()?;
+    Ok(path)
 }
 
 /// Remove all but the newest `keep` complete checkpoints (and stale temporary folders).

@@ -153,34 +153,14 @@ impl PretrainJob {
     /// Read `path`, apply `overrides` (`a.b.c=value`, value parsed as TOML, else a string),
     /// and validate.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let mut value: toml::Table = toml::from_str(&text)
-            .map_err(|e| TrainError::config(path, "?", e.message().to_string()))?;
-        for o in overrides {
-            apply_override(&mut value, o).map_err(|reason| TrainError::config(path, o, reason))?;
-        }
-        let job: PretrainJob = PretrainJob::deserialize(toml::Value::Table(value))
-            .map_err(|e| TrainError::config(path, &error_key(&e.to_string()), e.to_string()))?;
+        let job: PretrainJob = load_toml(path, overrides)?;
         job.validate(path)?;
         Ok(job)
     }
 
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |key: &str, reason: &str| Err(TrainError::config(path, key, reason));
-        if self.train.batch_size == 0 {
-            return bad("train.batch_size", "must be positive");
-        }
-        if self.train.grad_accum == 0
-            || !self.train.batch_size.is_multiple_of(self.train.grad_accum)
-        {
-            return bad(
-                "train.grad_accum",
-                "must be positive and divide train.batch_size",
-            );
-        }
-        if self.train.bucket_mb.is_nan() || self.train.bucket_mb <= 0.0 {
-            return bad("train.bucket_mb", "must be positive");
-        }
+        self.train.validate(path)?;
         if self.data.max_len < 2 {
             return bad(
                 "data.max_len",
@@ -217,6 +197,38 @@ impl PretrainJob {
             .map(|b| format!("{b:02x}"))
             .collect()
     }
+}
+
+impl TrainConfig {
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |key: &str, reason: &str| Err(TrainError::config(path, key, reason));
+        if self.batch_size == 0 {
+            return bad("train.batch_size", "must be positive");
+        }
+        if self.grad_accum == 0 || !self.batch_size.is_multiple_of(self.grad_accum) {
+            return bad(
+                "train.grad_accum",
+                "must be positive and divide train.batch_size",
+            );
+        }
+        if self.bucket_mb.is_nan() || self.bucket_mb <= 0.0 {
+            return bad("train.bucket_mb", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Read a strict TOML job file, apply `overrides` (`a.b.c=value`, value parsed as TOML, else a
+/// string) and deserialise it; errors name the file and the key.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let mut value: toml::Table = toml::from_str(&text)
+        .map_err(|e| TrainError::config(path, "?", e.message().to_string()))?;
+    for o in overrides {
+        apply_override(&mut value, o).map_err(|reason| TrainError::config(path, o, reason))?;
+    }
+    T::deserialize(toml::Value::Table(value))
+        .map_err(|e| TrainError::config(path, &error_key(&e.to_string()), e.to_string()))
 }
 
 /// Pull the key out of serde's "unknown field `x`" / "missing field `x`" messages.

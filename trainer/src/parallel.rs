@@ -106,6 +106,14 @@ impl Replicas {
         Ok(())
     }
 
+    /// Every rank's bytes (predictions, reports), in rank order.
+    pub fn gather_bytes(&mut self, send: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let Replicas::Distributed { comm, timeout, .. } = self else {
+            return Ok(vec![send.to_vec()]);
+        };
+        Ok(comm.all_gather_bytes(send, *timeout)?)
+    }
+
     /// Sum small values over ranks in place.
     pub fn sum(&mut self, values: &mut [f64]) -> Result<()> {
         let Replicas::Distributed { comm, timeout, .. } = self else {

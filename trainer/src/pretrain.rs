@@ -256,7 +256,7 @@ pub fn pretrain_observed(
                 false,
             );
             if job.train.checkpoint_every > 0 && state.step % job.train.checkpoint_every == 0 {
-                last_checkpoint = save(
+                last_checkpoint = checkpoint::save_synced(
                     replicas,
                     out,
                     &params,
@@ -277,7 +277,7 @@ pub fn pretrain_observed(
                 &model, &ds, job, &state, &mut log, telemetry, &label,
             )?);
         }
-        last_checkpoint = save(
+        last_checkpoint = checkpoint::save_synced(
             replicas,
             out,
             &params,
@@ -294,7 +294,7 @@ pub fn pretrain_observed(
                 &model, &ds, job, &state, &mut log, telemetry, "final",
             )?);
         }
-        last_checkpoint = save(
+        last_checkpoint = checkpoint::save_synced(
             replicas,
             out,
             &params,
@@ -329,31 +329,4 @@ fn evaluate_and_record(
     log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
     telemetry.record_eval(state.epoch, &m);
     Ok(m)
-}
-
-/// Rank 0 writes the checkpoint; every rank waits until it is complete, so a rank that dies
-/// right after can only ever resume from a whole checkpoint.
-fn save(
-    replicas: &mut Replicas,
-    out: &std::path::Path,
-    params: &Params,
-    optimizer: &AdamW,
-    state: &TrainState,
-    config_toml: &str,
-    keep: usize,
-) -> Result<Option<PathBuf>> {
-    let path = if replicas.rank() == 0 {
-        Some(checkpoint::save(
-            out,
-            params,
-            optimizer,
-            state,
-            config_toml,
-            keep,
-        )?)
-    } else {
-        None
-    };
-    replicas.barrier()?;
-    Ok(path)
 }

@@ -127,6 +127,7 @@ fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Linea
 /// Low-rank adaptation (Hu et al. 2021) of a frozen projection: `W x + (alpha / r) B A x`, with
 /// `A` Kaiming-uniform and `B` zero so training starts from the unadapted model.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LoraConfig {
     pub rank: usize,
     pub alpha: f64,

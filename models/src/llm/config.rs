@@ -98,8 +98,8 @@ impl LlmConfig {
 
     /// Parses the text of a Hugging Face `config.json`.
     pub fn from_hf_json(text: &str) -> Result<Self> {
-        let hf: HfConfig =
-            serde_json::from_str(text).map_err(|e| ModelError::config("config.json", e.to_string()))?;
+        let hf: HfConfig = serde_json::from_str(text)
+            .map_err(|e| ModelError::config("config.json", e.to_string()))?;
         let class = hf
             .architectures
             .as_ref()
@@ -131,10 +131,14 @@ impl LlmConfig {
             ));
         }
         let stop_token_ids = match &hf.eos_token_id {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
             }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect(),
             _ => Vec::new(),
         };
         let cfg = LlmConfig {
@@ -216,7 +220,10 @@ impl LlmConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return Err(ModelError::config("hidden_size", "head dimension must be even for RoPE"));
+            return Err(ModelError::config(
+                "hidden_size",
+                "head dimension must be even for RoPE",
+            ));
         }
         Ok(())
     }
@@ -261,12 +268,23 @@ mod tests {
     fn refuses_unsupported_architectures_and_scalings() {
         let gpt = QWEN25_3B.replace("Qwen2ForCausalLM", "GPT2LMHeadModel");
         let err = LlmConfig::from_hf_json(&gpt).unwrap_err().to_string();
-        assert!(err.contains("architectures") && err.contains("GPT2LMHeadModel"), "{err}");
-        let scaled = QWEN25_3B.replace("\"rope_scaling\": null", "\"rope_scaling\": {\"type\": \"yarn\"}");
+        assert!(
+            err.contains("architectures") && err.contains("GPT2LMHeadModel"),
+            "{err}"
+        );
+        let scaled = QWEN25_3B.replace(
+            "\"rope_scaling\": null",
+            "\"rope_scaling\": {\"type\": \"yarn\"}",
+        );
         let err = LlmConfig::from_hf_json(&scaled).unwrap_err().to_string();
         assert!(err.contains("rope_scaling"), "{err}");
         let bad = QWEN25_3B.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3");
-        assert!(LlmConfig::from_hf_json(&bad).unwrap_err().to_string().contains("num_key_value_heads"));
+        assert!(
+            LlmConfig::from_hf_json(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("num_key_value_heads")
+        );
     }
 
     #[test]

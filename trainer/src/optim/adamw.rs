@@ -54,6 +54,9 @@ pub struct AdamW {
     pub step: u64,
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
+    /// Per-parameter learning-rate multipliers (parameter groups: alignment's full strategy
+    /// trains the LLM at its own rate).
+    lr_scale: Vec<f64>,
 }
 
 /// One parameter's fused update, run in place on its storage.
@@ -132,7 +135,14 @@ impl AdamW {
             step: 0,
             m: zeros(),
             v: zeros(),
+            lr_scale: vec![1.0; params.len()],
         }
+    }
+
+    /// Scales the learning rate of each parameter by `scale(name)`.
+    pub fn with_lr_scales(mut self, params: &Params, scale: impl Fn(&str) -> f64) -> Self {
+        self.lr_scale = params.names.iter().map(|n| scale(n)).collect();
+        self
     }
 
     /// One update with learning rate `lr`, gradients multiplied by `grad_scale` (clipping).
@@ -148,6 +158,7 @@ impl AdamW {
                         .into(),
                 ));
             }
+            let lr = lr * self.lr_scale[i];
             let kernel = Kernel {
                 grad: &grads.bufs[i],
                 m: RefCell::new(&mut self.m[i]),

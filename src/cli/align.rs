@@ -1,0 +1,34 @@
+//! `uqa align`: stage 2, aligning a frozen encoder to an LLM (or fine-tuning a text baseline).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use uqa_trainer::{AlignJob, align};
+
+use super::CliResult;
+
+#[derive(Debug, Args)]
+pub struct AlignArgs {
+    /// Alignment config (TOML: [data], [llm], [prompt], [strategy], [optim], [train]); see
+    /// configs/align/.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config value, e.g. `--set strategy.kind="lora" --set train.epochs=1`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+pub fn run(a: AlignArgs) -> CliResult {
+    let job = AlignJob::load(&a.config, &a.overrides)?;
+    let outcome = align(&job)?;
+    println!(
+        "alignment finished: {} steps, loss {:.4} -> {:.4}, {} trainable parameters",
+        outcome.steps, outcome.first_loss, outcome.last_loss, outcome.trainable_parameters
+    );
+    if let Some(c) = &outcome.checkpoint {
+        println!("checkpoint: {}", c.display());
+    }
+    println!("metrics: {}", job.train.out.join("metrics.jsonl").display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,70 @@
+//! `uqa eval`: stage 3, an aligned model answers the evaluation questions (on any number of
+//! ranks) and the answers are scored.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use uqa_evaluator::answer::{EvalJob, evaluate};
+use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
+
+use super::CliResult;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The alignment run to evaluate (the folder `uqa align` wrote).
+    #[arg(long)]
+    run: PathBuf,
+    /// Questions file (default: the run's qa_dir/align_data_eval.arrow).
+    #[arg(long)]
+    questions: Option<PathBuf>,
+    /// Output folder (default: RUN/eval): predictions.jsonl, eval.json, run.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Questions decoded together per rank.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Tokens generated at most per answer (the reference generates a single one).
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Evaluate the first N questions only (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Name of the run in reports (default: the run folder's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Deadline of the final gather, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    collective_timeout_s: u64,
+}
+
+pub fn run(a: EvalArgs) -> CliResult {
+    let job = EvalJob {
+        run: a.run,
+        questions: a.questions,
+        out: a.out,
+        batch_size: a.batch_size,
+        max_new_tokens: a.max_new_tokens,
+        limit: a.limit,
+        name: a.name,
+        collective_timeout: Duration::from_secs(a.collective_timeout_s),
+    };
+    if let Some((summary, scores, out)) = evaluate(&job)? {
+        let name = out.display().to_string();
+        println!(
+            "{}",
+            table2_markdown(&[(name, scores)], Averaging::Micro, Rule::Prefix)
+        );
+        println!(
+            "{} questions answered ({} skipped) on {} rank(s) in {:.1} s: {:.2} questions/s",
+            summary.answered,
+            summary.skipped.len(),
+            summary.world_size,
+            summary.seconds,
+            summary.questions_per_second
+        );
+        println!("predictions: {}", out.join("predictions.jsonl").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,373 @@
+//! Stages 2 and 3 through the CLI on the tiny preset: `uqa align` with each strategy keeps
+//! only what it trained in its checkpoints; 2 ranks align to the same weights as 1 process;
+//! `uqa eval` on 2 ranks answers every question once, in the original order, exactly as one
+//! process does; bad inputs fail with the file named.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn uqa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uqa"))
+        .args(args)
+        .output()
+        .expect("run uqa")
+}
+
+fn ok(o: Output, what: &str) -> Output {
+    assert!(
+        o.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    o
+}
+
+fn config(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs/tests")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Dataset, questions and a briefly pre-trained encoder under `dir`.
+struct Fixture {
+    data: PathBuf,
+    qa: PathBuf,
+    encoder: PathBuf,
+}
+
+fn fixture(dir: &Path) -> Fixture {
+    let data = dir.join("tiny");
+    let qa = dir.join("qa");
+    let encoder = dir.join("enc");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(
+        uqa(&[
+            "data",
+            "synth",
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            "builtin",
+            "--out",
+            &s(&data),
+        ]),
+        "synth",
+    );
+    ok(
+        uqa(&["qa-gen", "--data", &s(&data), "--out", &s(&qa)]),
+        "qa-gen",
+    );
+    ok(
+        uqa(&[
+            "pretrain",
+            "--config",
+            &config("tiny_sasrec.toml"),
+            "--set",
+            &format!("data.dir=\"{}\"", data.display()),
+            "--set",
+            &format!("train.out=\"{}\"", encoder.display()),
+            "--set",
+            "train.max_steps=4",
+        ]),
+        "pretrain",
+    );
+    Fixture { data, qa, encoder }
+}
+
+/// `uqa align` (under `uqa launch` when `ranks > 1`) with the tiny config and overrides.
+fn align(ranks: usize, f: &Fixture, out: &Path, extra: &[&str]) -> Output {
+    let exe = env!("CARGO_BIN_EXE_uqa").to_string();
+    let mut args: Vec<String> = Vec::new();
+    if ranks > 1 {
+        args.extend(
+            [
+                "launch",
+                "--standalone",
+                "--nproc-per-node",
+                &ranks.to_string(),
+                "--",
+                &exe,
+            ]
+            .map(String::from),
+        );
+    }
+    args.extend(["align", "--config", &config("tiny_align.toml")].map(String::from));
+    let sets = [
+        format!("data.dataset=\"{}\"", f.data.display()),
+        format!("data.qa_dir=\"{}\"", f.qa.display()),
+        format!("prompt.encoder=\"{}\"", f.encoder.display()),
+        format!("train.out=\"{}\"", out.display()),
+    ];
+    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+        args.push("--set".into());
+        args.push(s.to_string());
+    }
+    Command::new(&exe).args(&args).output().expect("run")
+}
+
+fn eval(ranks: usize, run: &Path, out: &Path) -> Output {
+    let exe = env!("CARGO_BIN_EXE_uqa").to_string();
+    let mut args: Vec<String> = Vec::new();
+    if ranks > 1 {
+        args.extend(
+            [
+                "launch",
+                "--standalone",
+                "--nproc-per-node",
+                &ranks.to_string(),
+                "--",
+                &exe,
+            ]
+            .map(String::from),
+        );
+    }
+    args.extend(
+        [
+            "eval",
+            "--run",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--limit",
+            "40",
+            "--batch-size",
+            "8",
+            "--max-new-tokens",
+            "6",
+        ]
+        .map(String::from),
+    );
+    Command::new(&exe).args(&args).output().expect("run")
+}
+
+fn read_safetensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut out = BTreeMap::new();
+    for (name, info) in header.as_object().unwrap() {
+        if name == "__metadata__" {
+            continue;
+        }
+        let (a, b) = (
+            info["data_offsets"][0].as_u64().unwrap() as usize,
+            info["data_offsets"][1].as_u64().unwrap() as usize,
+        );
+        let values = data[a..b]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        out.insert(name.clone(), values);
+    }
+    out
+}
+
+fn final_weights(out: &Path) -> BTreeMap<String, Vec<f32>> {
+    let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
+    read_safetensors(
+        &out.join("checkpoints")
+            .join(latest.trim())
+            .join("model.safetensors"),
+    )
+}
+
+fn max_difference(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .flat_map(|(name, x)| x.iter().zip(&b[name]).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+fn loss_line(stdout: &[u8]) -> (f64, f64) {
+    let s = String::from_utf8_lossy(stdout);
+    let line = s
+        .lines()
+        .find(|l| l.contains("alignment finished"))
+        .unwrap()
+        .to_string();
+    let nums: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    (nums[1], nums[2])
+}
+
+#[test]
+fn strategies_train_what_they_name_and_two_ranks_equal_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path());
+
+    // Adapter only: the checkpoint holds the adapter and nothing of the LLM or the encoder.
+    let adapter = dir.path().join("adapter");
+    let o = ok(
+        align(1, &f, &adapter, &["train.max_steps=6"]),
+        "align adapter",
+    );
+    let (first, last) = loss_line(&o.stdout);
+    assert!(last < first, "loss did not fall: {first} -> {last}");
+    let w = final_weights(&adapter);
+    assert!(
+        w.keys().all(|k| k.starts_with("adapter.")),
+        "{:?}",
+        w.keys()
+    );
+    assert!(
+        std::fs::read_to_string(adapter.join("config.toml"))
+            .unwrap()
+            .contains("[strategy]")
+    );
+
+    // Full: adapter plus every LLM tensor; LoRA: adapter plus rank-8 q/v branches.
+    let full = dir.path().join("full");
+    ok(
+        align(
+            1,
+            &f,
+            &full,
+            &[
+                "train.max_steps=2",
+                "strategy={kind = \"full\", llm_lr = 1e-4}",
+            ],
+        ),
+        "align full",
+    );
+    let w = final_weights(&full);
+    assert!(w.contains_key("llm.model.embed_tokens.weight"));
+    assert!(w.keys().any(|k| k.starts_with("adapter.")));
+    let lora = dir.path().join("lora");
+    ok(
+        align(
+            1,
+            &f,
+            &lora,
+            &["train.max_steps=2", "strategy={kind = \"lora\"}"],
+        ),
+        "align lora",
+    );
+    let w = final_weights(&lora);
+    let branches: Vec<&String> = w.keys().filter(|k| k.starts_with("lora.")).collect();
+    assert_eq!(branches.len(), 2 * 2 * 2, "{branches:?}"); // 2 layers x (q, v) x (A, B)
+    assert!(
+        branches
+            .iter()
+            .all(|k| k.contains("q_proj") || k.contains("v_proj"))
+    );
+    assert_eq!(
+        w["lora.model.layers.0.self_attn.q_proj.lora_A"].len(),
+        8 * 128
+    );
+
+    // Data parallel: 2 ranks with the same global batch end where 1 process does.
+    let two = dir.path().join("adapter2");
+    let o = ok(
+        align(2, &f, &two, &["train.max_steps=6"]),
+        "align on 2 ranks",
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("[rank1]:"));
+    let diff = max_difference(&final_weights(&adapter), &final_weights(&two));
+    assert!(diff < 1e-4, "2 ranks differ from 1 by {diff}");
+
+    // Evaluation: 2 ranks answer every question once, in order, as 1 process does.
+    let (e1, e2) = (dir.path().join("e1"), dir.path().join("e2"));
+    ok(eval(1, &adapter, &e1), "eval on 1 rank");
+    let o = ok(eval(2, &adapter, &e2), "eval on 2 ranks");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("| DF |")
+            || String::from_utf8_lossy(&o.stdout).contains("DF")
+    );
+    let read = |p: &Path| -> Vec<Value> {
+        std::fs::read_to_string(p.join("predictions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (p1, p2) = (read(&e1), read(&e2));
+    assert_eq!(p1.len(), 40);
+    assert_eq!(p1, p2, "2-rank predictions differ from 1-rank ones");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(e2.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(summary["world_size"], 2);
+    assert_eq!(summary["answered"], 40);
+    for p in &p1 {
+        assert!(
+            p["task"].is_string()
+                && p["answer"].is_string()
+                && p["input_tokens"].as_u64().unwrap() > 1
+        );
+    }
+    // The questions come back in the file's order: the first matches qa-gen's first row.
+    let report = uqa(&[
+        "report",
+        e2.to_str().unwrap(),
+        "--out",
+        dir.path().join("rep").to_str().unwrap(),
+    ]);
+    ok(report, "report");
+}
+
+#[test]
+fn bad_inputs_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path());
+    // An encoder run without checkpoints.
+    let empty = dir.path().join("empty_run");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::copy(f.encoder.join("config.toml"), empty.join("config.toml")).unwrap();
+    let o = align(
+        1,
+        &f,
+        &dir.path().join("x"),
+        &[&format!("prompt.encoder=\"{}\"", empty.display())],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("empty_run") && err.contains("no checkpoint"),
+        "{err}"
+    );
+
+    // A text prompt cannot use the adapter strategy.
+    let o = align(
+        1,
+        &f,
+        &dir.path().join("y"),
+        &["prompt={kind = \"text\", last_k = 20}"],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("strategy.kind"));
+
+    // An LLM folder of an unsupported architecture.
+    let llm = dir.path().join("gpt2");
+    std::fs::create_dir_all(&llm).unwrap();
+    std::fs::write(
+        llm.join("config.json"),
+        r#"{"architectures": ["GPT2LMHeadModel"], "vocab_size": 10, "hidden_size": 8,
+            "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "rms_norm_eps": 1e-6}"#,
+    )
+    .unwrap();
+    let o = align(
+        1,
+        &f,
+        &dir.path().join("z"),
+        &[&format!("llm.source=\"{}\"", llm.display())],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("config.json") && err.contains("GPT2LMHeadModel"),
+        "{err}"
+    );
+
+    // Evaluating a folder that is not an alignment run.
+    let o = uqa(&["eval", "--run", f.encoder.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("config.toml"));
+}

@@ -1,0 +1,267 @@
+//! Builds the soft-prompt model an alignment job names: the LLM from its source, the frozen
+//! encoder from its pre-training run, the adapter; and, by strategy, which of their variables
+//! train. Trainable variables live in one `VarMap` under `adapter.`, `llm.` (full) or `lora.`
+//! names, so checkpoints hold exactly what was trained.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use uqa_data::dataset::Dataset;
+use uqa_data::tokenizer::TextTokenizer;
+use uqa_models::adapter::Adapter;
+use uqa_models::llm::{CausalLm, ChatFormat, LlmConfig};
+use uqa_models::soft_prompt::{SoftPromptModel, UserPrompt};
+use uqa_models::{PretrainModel, seeded_var_builder};
+
+use super::config::{AlignJob, PromptConfig, Strategy};
+use crate::checkpoint;
+use crate::config::PretrainJob;
+use crate::error::{CandleContext, Result, TrainError};
+
+/// The assembled model and what goes with it.
+pub struct AlignModel {
+    pub model: SoftPromptModel,
+    /// Every trainable variable (empty for a frozen evaluation-only build).
+    pub trainable: VarMap,
+    pub tokenizer: TextTokenizer,
+    pub chat: ChatFormat,
+    pub stop_tokens: Vec<u32>,
+}
+
+/// An LLM's weights, shape and tokenizer before the strategy decides what trains.
+pub struct LlmParts {
+    pub config: LlmConfig,
+    pub weights: HashMap<String, Tensor>,
+    pub tokenizer: TextTokenizer,
+}
+
+/// Loads the LLM named by `source`: `tiny`, a Hugging Face folder, or a `.gguf` file.
+pub fn load_llm(source: &str, seed: u64, dataset: &Dataset) -> Result<LlmParts> {
+    let dev = Device::Cpu;
+    if source == "tiny" {
+        let tokenizer = TextTokenizer::from_file(&dataset.tokenizer_path())?;
+        // Rounded up to a multiple of 64, as Qwen pads its 151,665 tokens to 151,936.
+        let vocab = (tokenizer.vocab_size() as usize).div_ceil(64) * 64;
+        let config = LlmConfig::tiny(vocab);
+        let map = VarMap::new();
+        CausalLm::new(&config, seeded_var_builder(&map, seed, DType::F32, &dev))
+            .ctx("initialising the tiny LLM")?;
+        let weights = map
+            .data()
+            .lock()
+            .expect("var map lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        return Ok(LlmParts {
+            config,
+            weights,
+            tokenizer,
+        });
+    }
+    let path = PathBuf::from(source);
+    if path.extension().is_some_and(|e| e == "gguf") {
+        return load_gguf(&path);
+    }
+    load_hf_dir(&path)
+}
+
+fn load_hf_dir(dir: &Path) -> Result<LlmParts> {
+    let bad =
+        |reason: String| TrainError::Invalid(format!("LLM folder {}: {reason}", dir.display()));
+    let config = LlmConfig::from_hf_file(&dir.join("config.json"))?;
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| TrainError::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(bad("no *.safetensors file".into()));
+    }
+    let mut weights = HashMap::new();
+    for f in &files {
+        let part = candle_core::safetensors::load(f, &Device::Cpu)
+            .map_err(|e| bad(format!("{}: {e}", f.display())))?;
+        for (name, t) in part {
+            weights.insert(
+                name,
+                t.to_dtype(DType::F32).map_err(|e| bad(e.to_string()))?,
+            );
+        }
+    }
+    Ok(LlmParts {
+        config,
+        weights,
+        tokenizer,
+    })
+}
+
+fn load_gguf(path: &Path) -> Result<LlmParts> {
+    Err(TrainError::Invalid(format!(
+        "{}: GGUF models are not supported by this build yet",
+        path.display()
+    )))
+}
+
+/// The tokenizer must not produce ids beyond the model's embedding table.
+pub fn check_tokenizer(tokenizer: &TextTokenizer, config: &LlmConfig) -> Result<()> {
+    let n = tokenizer.vocab_size() as usize;
+    if n > config.vocab_size {
+        return Err(TrainError::Invalid(format!(
+            "tokenizer {} has {n} tokens but the LLM's vocabulary has {}: they do not belong together",
+            tokenizer.info().source,
+            config.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// The frozen encoder of a pre-training run (`untrained`: its initial weights).
+fn load_encoder(run: &Path, untrained: bool, dataset: &Dataset) -> Result<PretrainModel> {
+    let job = PretrainJob::load(&run.join("config.toml"), &[])?;
+    let dev = Device::Cpu;
+    if untrained {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, job.train.seed, DType::F32, &dev);
+        return Ok(PretrainModel::new(&job.model, &dataset.meta.vocab, vb)?);
+    }
+    let dir = checkpoint::latest(run)?.ok_or_else(|| TrainError::Checkpoint {
+        path: run.to_path_buf(),
+        reason: "no checkpoint: run `uqa pretrain` first (or set prompt.untrained = true)".into(),
+    })?;
+    let file = dir.join("model.safetensors");
+    let weights =
+        candle_core::safetensors::load(&file, &dev).map_err(|e| TrainError::Checkpoint {
+            path: file.clone(),
+            reason: e.to_string(),
+        })?;
+    PretrainModel::new(
+        &job.model,
+        &dataset.meta.vocab,
+        VarBuilder::from_tensors(weights, DType::F32, &dev),
+    )
+    .map_err(|e| TrainError::Checkpoint {
+        path: file,
+        reason: format!("{e} (was the encoder trained on another dataset or vocabulary?)"),
+    })
+}
+
+/// Builds everything `job` names, with fresh trainable variables (seeded by `train.seed`).
+pub fn build(job: &AlignJob, dataset: &Dataset) -> Result<AlignModel> {
+    let dev = Device::Cpu;
+    let parts = load_llm(&job.llm.source, job.llm.seed, dataset)?;
+    check_tokenizer(&parts.tokenizer, &parts.config)?;
+    let trainable = VarMap::new();
+    let seed = job.train.seed;
+    let tvb = seeded_var_builder(&trainable, seed, DType::F32, &dev);
+    let llm_ctx = format!("LLM weights of {}", job.llm.source);
+    let lm = match &job.strategy {
+        Strategy::Full { .. } => {
+            {
+                let mut data = trainable.data().lock().expect("var map lock");
+                for (name, t) in &parts.weights {
+                    let var = candle_core::Var::from_tensor(t)
+                        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+                    data.insert(format!("llm.{name}"), var);
+                }
+            }
+            CausalLm::new(&parts.config, tvb.pp("llm")).ctx(&llm_ctx)?
+        }
+        Strategy::Adapter => CausalLm::new(
+            &parts.config,
+            VarBuilder::from_tensors(parts.weights.clone(), DType::F32, &dev),
+        )
+        .ctx(&llm_ctx)?,
+        Strategy::Lora { lora } => CausalLm::with_lora(
+            &parts.config,
+            VarBuilder::from_tensors(parts.weights.clone(), DType::F32, &dev),
+            Some((*lora, tvb.pp("lora"))),
+        )
+        .ctx(&llm_ctx)?,
+    };
+    let user = match &job.prompt {
+        PromptConfig::Soft {
+            encoder,
+            untrained,
+            adapter,
+            placement,
+        } => {
+            let enc = load_encoder(encoder, *untrained, dataset)?;
+            let width = enc.config().encoder.width();
+            let adapter =
+                Adapter::new(adapter, width, parts.config.hidden_size, tvb.pp("adapter"))?;
+            Some(UserPrompt {
+                encoder: enc,
+                adapter,
+                placement: *placement,
+            })
+        }
+        PromptConfig::Text { .. } => None,
+    };
+    let system = Some(job.llm.system_prompt.as_str()).filter(|s| !s.is_empty());
+    let chat = ChatFormat::new(&parts.tokenizer, system, job.data.max_text_len)?;
+    let mut stop_tokens = parts.config.stop_token_ids.clone();
+    for s in ["<|im_end|>", "<|endoftext|>"] {
+        if let Some(id) = parts.tokenizer.inner().token_to_id(s) {
+            stop_tokens.push(id);
+        }
+    }
+    stop_tokens.sort_unstable();
+    stop_tokens.dedup();
+    Ok(AlignModel {
+        model: SoftPromptModel { lm, user },
+        trainable,
+        tokenizer: parts.tokenizer,
+        chat,
+        stop_tokens,
+    })
+}
+
+/// An alignment run's model for evaluation: the job saved in `run/config.toml` rebuilt (frozen
+/// parts from their sources) and the trained variables restored from its latest checkpoint.
+pub fn load_aligned(run: &Path) -> Result<(AlignJob, AlignModel, Dataset)> {
+    let job = AlignJob::load(&run.join("config.toml"), &[])?;
+    let dataset = Dataset::open(&job.data.dataset)?;
+    let m = build(&job, &dataset)?;
+    let dir = checkpoint::latest(run)?.ok_or_else(|| TrainError::Checkpoint {
+        path: run.to_path_buf(),
+        reason: "no checkpoint: run `uqa align` first".into(),
+    })?;
+    let file = dir.join("model.safetensors");
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: file.clone(),
+        reason,
+    };
+    let weights =
+        candle_core::safetensors::load(&file, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+    let data = m.trainable.data().lock().expect("var map lock");
+    if weights.len() != data.len() {
+        return Err(bad(format!(
+            "{} tensors, the model trains {} (another adapter, strategy or LLM?)",
+            weights.len(),
+            data.len()
+        )));
+    }
+    for (name, var) in data.iter() {
+        let t = weights.get(name).ok_or_else(|| {
+            bad(format!(
+                "no tensor `{name}` (another adapter, strategy or LLM?)"
+            ))
+        })?;
+        if t.shape() != var.shape() {
+            return Err(bad(format!(
+                "`{name}` has shape {:?}, the model {:?} (another LLM or encoder?)",
+                t.shape().dims(),
+                var.shape().dims()
+            )));
+        }
+        var.set(t).map_err(|e| bad(e.to_string()))?;
+    }
+    drop(data);
+    Ok((job, m, dataset))
+}
