@@ -21,8 +21,26 @@ fn keep_freed_memory() {
     }
 }
 
+/// Honour torchrun's thread convention: `OMP_NUM_THREADS` (which launchers set to 1 when several
+/// ranks share a node, and sbatch templates to the task's CPUs) also sizes candle's and rayon's
+/// pools, which only read `RAYON_NUM_THREADS`. Without it, two ranks on two cores each run a
+/// two-thread pool whose spin-waits take half the CPU.
+fn threads_from_omp() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    if let Some(n) = std::env::var("OMP_NUM_THREADS")
+        .ok()
+        .filter(|n| n.parse::<usize>().is_ok_and(|n| n > 0))
+    {
+        // SAFETY: called first thing in main, before any thread exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n) };
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
+    threads_from_omp();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

@@ -159,8 +159,13 @@ impl Gang {
             .stderr(Stdio::piped())
             .process_group(0);
         // torchrun's default: N ranks each spawning a thread per core oversubscribe the node.
-        if cfg.nproc_per_node > 1 && std::env::var_os("OMP_NUM_THREADS").is_none() {
-            cmd.env("OMP_NUM_THREADS", "1");
+        // RAYON_NUM_THREADS sizes candle's pools (which ignore OMP_NUM_THREADS).
+        if cfg.nproc_per_node > 1 {
+            for var in ["OMP_NUM_THREADS", "RAYON_NUM_THREADS"] {
+                if std::env::var_os(var).is_none() {
+                    cmd.env(var, "1");
+                }
+            }
         }
         let spawn_err = |source| LaunchError::Spawn {
             rank: env.rank,

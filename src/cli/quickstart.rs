@@ -1,17 +1,26 @@
-//! `uqa quickstart`: the main job on embedded defaults. Today: generate the `small` synthetic
-//! dataset, print its statistics, and generate the question files of the seven sub-tasks; it
-//! grows with each pipeline stage.
+//! `uqa quickstart`: the whole pipeline on embedded defaults, in minutes on a laptop CPU:
+//! synthetic data -> questions -> Trm++ pre-training on 2 ranks -> alignment to the tiny LLM on
+//! 2 ranks (the trained encoder, and the untrained one as the baseline) -> evaluation on 2 ranks
+//! -> report. Every stage runs through the same commands a user would type (`uqa launch ... --
+//! uqa pretrain ...`), with the configs of `configs/quickstart/` (embedded, written beside the
+//! outputs).
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use clap::Args;
 use uqa_data::build::{TokenizerChoice, build_synthetic};
 use uqa_data::synth::SynthSpec;
 use uqa_evaluator::qa::{Lang, QaGenConfig, Task, generate};
+use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
+use uqa_evaluator::report::{Run, write_report};
 
 use super::CliResult;
+
+const DATA_TOML: &str = include_str!("../../configs/quickstart/data.toml");
+const PRETRAIN_TOML: &str = include_str!("../../configs/quickstart/pretrain_trmpp.toml");
+const ALIGN_TOML: &str = include_str!("../../configs/quickstart/align_trmpp.toml");
 
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
@@ -23,46 +32,210 @@ pub struct QuickstartArgs {
     /// See `uqa data synth --help`.
     #[arg(long, default_value = "auto")]
     tokenizer: TokenizerChoice,
+    /// Ranks of the pre-training, alignment and evaluation stages.
+    #[arg(long, default_value_t = 2)]
+    nproc: usize,
+    /// Training questions per sub-task.
+    #[arg(long, default_value_t = 400)]
+    train_per_task: usize,
+    /// Evaluation questions per sub-task.
+    #[arg(long, default_value_t = 60)]
+    eval_per_task: usize,
+    /// Tokens generated at most per answer.
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+}
+
+/// Runs `uqa ARGS...` (this executable) on `nproc` ranks through `uqa launch`, or directly.
+fn stage(nproc: usize, args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(&exe);
+    if nproc > 1 {
+        cmd.args([
+            "launch",
+            "--standalone",
+            "--nproc-per-node",
+            &nproc.to_string(),
+            "--",
+        ]);
+        cmd.arg(&exe);
+    }
+    let status = cmd.args(args).status()?;
+    if !status.success() {
+        return Err(format!("stage `uqa {}` failed ({status})", args.join(" ")).into());
+    }
+    Ok(())
+}
+
+fn set(key: &str, path: &Path) -> [String; 2] {
+    ["--set".into(), format!("{key}=\"{}\"", path.display())]
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let p = dir.join(name);
+    uqa_data::atomic::write_atomic(&p, text.as_bytes())?;
+    Ok(p)
 }
 
 pub fn run(a: QuickstartArgs) -> CliResult {
     let start = Instant::now();
-    let data_dir = a.out.join("data");
-    let spec = SynthSpec::preset("small").ok_or("the small preset exists")?;
+    let out = &a.out;
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
+    }
+    let configs = out.join("configs");
+    std::fs::create_dir_all(&configs)?;
+    let data_toml = write_config(&configs, "data.toml", DATA_TOML)?;
+    let pretrain_toml = write_config(&configs, "pretrain_trmpp.toml", PRETRAIN_TOML)?;
+    let align_toml = write_config(&configs, "align_trmpp.toml", ALIGN_TOML)?;
+    let elapsed = |start: &Instant| format!("{:.0} s", start.elapsed().as_secs_f64());
+
+    let data_dir = out.join("data");
     eprintln!(
-        "[1/1] synthetic data (preset small, seed {}) -> {}",
+        "[1/6] synthetic data (configs/quickstart/data.toml, seed {}) -> {}",
         a.seed,
         data_dir.display()
     );
-    let meta = build_synthetic(&data_dir, &spec, "small", a.seed, &a.tokenizer, true)?;
+    let spec = SynthSpec::from_toml_file(&data_toml)?;
+    let meta = build_synthetic(&data_dir, &spec, "quickstart", a.seed, &a.tokenizer, true)?;
     super::data::print_dataset(&data_dir, &meta, false)?;
 
-    let qa_dir = a.out.join("qa");
+    let qa_dir = out.join("qa");
     eprintln!(
-        "[2/2] questions for the seven sub-tasks -> {}",
-        qa_dir.display()
+        "[2/6] questions for the seven sub-tasks -> {} ({})",
+        qa_dir.display(),
+        elapsed(&start)
     );
-    let config = QaGenConfig {
-        lang: Lang::Zh,
-        seed: a.seed,
-        train_per_task: 7_500,
-        eval_per_task: 1_000,
-    };
-    let report = generate(&data_dir, &qa_dir, config)?;
+    let report = generate(
+        &data_dir,
+        &qa_dir,
+        QaGenConfig {
+            lang: Lang::Zh,
+            seed: a.seed,
+            train_per_task: a.train_per_task,
+            eval_per_task: a.eval_per_task,
+        },
+    )?;
     let per_task = |m: &std::collections::BTreeMap<String, usize>| {
         Task::ALL.map(|t| format!("{t} {}", m[t.name()])).join(", ")
     };
     println!("questions (train)   {}", per_task(&report.train));
     println!("questions (eval)    {}", per_task(&report.eval));
+
+    let encoder = out.join("encoder");
+    eprintln!(
+        "[3/6] pre-training Trm++ on {} ranks -> {} ({})",
+        a.nproc,
+        encoder.display(),
+        elapsed(&start)
+    );
+    let mut args: Vec<String> = vec![
+        "pretrain".into(),
+        "--config".into(),
+        pretrain_toml.display().to_string(),
+    ];
+    args.extend(set("data.dir", &data_dir));
+    args.extend(set("train.out", &encoder));
+    args.extend(["--set".into(), format!("train.seed={}", a.seed)]);
+    stage(a.nproc, &args)?;
+
+    // The trained encoder's prompt and the untrained encoder's (same initial weights, no
+    // pre-training): the comparison the quickstart exists to show.
+    let variants = [("trained", false), ("untrained", true)];
+    let mut runs = Vec::new();
+    for (i, (name, untrained)) in variants.iter().enumerate() {
+        let run = out.join(format!("align_{name}"));
+        eprintln!(
+            "[4/6] alignment ({}/2: {name} Trm++) on {} ranks -> {} ({})",
+            i + 1,
+            a.nproc,
+            run.display(),
+            elapsed(&start)
+        );
+        let mut args: Vec<String> = vec![
+            "align".into(),
+            "--config".into(),
+            align_toml.display().to_string(),
+        ];
+        args.extend(set("data.dataset", &data_dir));
+        args.extend(set("data.qa_dir", &qa_dir));
+        args.extend(set("prompt.encoder", &encoder));
+        args.extend(set("train.out", &run));
+        args.extend(["--set".into(), format!("prompt.untrained={untrained}")]);
+        args.extend(["--set".into(), format!("train.seed={}", a.seed)]);
+        stage(a.nproc, &args)?;
+        runs.push((name.to_string(), run));
+    }
+    for (i, (name, run)) in runs.iter().enumerate() {
+        eprintln!(
+            "[5/6] evaluation ({}/2: {name}) on {} ranks -> {} ({})",
+            i + 1,
+            a.nproc,
+            run.join("eval").display(),
+            elapsed(&start)
+        );
+        stage(
+            a.nproc,
+            &[
+                "eval".into(),
+                "--run".into(),
+                run.display().to_string(),
+                "--name".into(),
+                format!("Trm++ ({name})"),
+                "--max-new-tokens".into(),
+                a.max_new_tokens.to_string(),
+            ],
+        )?;
+    }
+
+    let report_dir = out.join("report");
+    eprintln!(
+        "[6/6] report -> {} ({})",
+        report_dir.display(),
+        elapsed(&start)
+    );
+    let located = runs
+        .iter()
+        .map(|(_, run)| Run::locate(&run.join("eval")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (report, written) = write_report(&located, &report_dir)?;
+    let scored: Vec<_> = report
+        .runs
+        .iter()
+        .map(|r| (r.name.clone(), r.scores.clone()))
+        .collect();
     println!();
+    println!("Accuracy (%), reference rule (prefix match), micro averages:");
     println!(
-        "quickstart finished in {:.1} s. Artefacts:",
-        start.elapsed().as_secs_f64()
+        "{}",
+        table2_markdown(&scored, Averaging::Micro, Rule::Prefix)
     );
-    println!("  dataset     {}", data_dir.display());
+    let all = |i: usize| report.runs[i].scores.overall_micro.prefix;
     println!(
-        "  metadata    {}",
-        data_dir.join(uqa_data::dataset::METADATA_FILE).display()
+        "trained Trm++ prompt {:.2}% vs untrained {:.2}% overall: {}",
+        all(0),
+        all(1),
+        if all(0) > all(1) {
+            "the trained encoder helps"
+        } else {
+            "no gain from pre-training in this run"
+        }
     );
+    println!();
+    println!("quickstart finished in {}. Artefacts:", elapsed(&start));
+    println!("  configs      {}", configs.display());
+    println!("  dataset      {}", data_dir.display());
+    println!("  questions    {}", qa_dir.display());
+    println!("  encoder      {}", encoder.display());
+    for (name, run) in &runs {
+        println!("  aligned ({name}) {}", run.display());
+        println!(
+            "  predictions ({name}) {}",
+            run.join("eval/predictions.jsonl").display()
+        );
+    }
+    for w in written {
+        println!("  report       {}", w.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
