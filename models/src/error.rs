@@ -23,6 +23,28 @@ pub enum ModelError {
     /// beyond the context); the caller adds the file and row.
     #[error("chat: {reason}")]
     Chat { reason: String },
+    /// A model file (checkpoint, config, GGUF) is missing, unreadable or unsupported as a whole.
+    #[error("{}: {reason}", path.display())]
+    ModelFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// One tensor of a model file is missing, misshaped or stored in an unsupported type.
+    #[error("{}: tensor `{tensor}`: {reason}", path.display())]
+    Tensor {
+        path: std::path::PathBuf,
+        tensor: String,
+        reason: String,
+    },
+    /// A tokenizer produces ids the model has no embedding for.
+    #[error(
+        "tokenizer ({tokenizer}) has {tokenizer_vocab} token ids but the model's vocabulary is {model_vocab}"
+    )]
+    TokenizerMismatch {
+        tokenizer: String,
+        tokenizer_vocab: usize,
+        model_vocab: usize,
+    },
     /// A tensor operation failed; `context` names the module and step.
     #[error("{context}: {source}")]
     Candle {
@@ -38,6 +60,25 @@ impl ModelError {
     pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ModelError::Config {
             field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn model_file(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        ModelError::ModelFile {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn tensor(
+        path: &std::path::Path,
+        tensor: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        ModelError::Tensor {
+            path: path.to_path_buf(),
+            tensor: tensor.into(),
             reason: reason.into(),
         }
     }

@@ -6,9 +6,11 @@ pub mod chat;
 pub mod config;
 pub mod generate;
 pub mod mask;
+pub mod weights;
 
 pub use causal_lm::{CausalLm, KvCache, LoraConfig, Mode};
 pub use chat::{ChatFormat, EncodedChat, QWEN_SYSTEM_PROMPT, Turn, parse_chat};
 pub use config::{Architecture, LlmConfig};
 pub use generate::{GenerateConfig, greedy};
 pub use mask::{Padding, TokenMask};
+pub use weights::{GgufFile, check_tokenizer, expected_tensors, load_hf_dir};
