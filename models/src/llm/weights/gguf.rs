@@ -15,6 +15,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
 use super::expected::check_tensors;
@@ -360,42 +361,56 @@ impl GgufFile {
             names.push((name.clone(), hf));
         }
         check_tensors(&cfg, &found, &self.path, gguf_name)?;
-        let mut file = File::open(&self.path)
-            .map_err(|e| ModelError::model_file(&self.path, format!("cannot open: {e}")))?;
-        let mut tensors = HashMap::new();
-        for (name, hf) in names {
-            let ctx = || format!("{}: tensor `{name}`", self.path.display());
-            let t = self
-                .content
-                .tensor(&mut file, &name, &Device::Cpu)
-                .and_then(|q| q.dequantize(&Device::Cpu))
-                .ctx(&ctx())?;
-            let t = if cfg.architecture == Architecture::Llama {
-                let heads = if name.contains(".attn_q.") {
-                    Some(cfg.num_attention_heads)
-                } else if name.contains(".attn_k.") {
-                    Some(cfg.num_key_value_heads)
-                } else {
-                    None
-                };
-                match heads {
-                    Some(h) => unpermute(&t, h).ctx(&ctx())?,
-                    None => t,
-                }
-            } else {
-                t
-            };
-            let t = t
-                .to_dtype(DType::F32)
-                .and_then(|t| t.to_device(device))
-                .ctx(&ctx())?;
-            tensors.insert(hf, t);
-        }
+        // Tensors are read and dequantised in parallel (each worker with its own file handle):
+        // dequantisation is single-threaded per tensor in candle and dominates load time.
+        let tensors = names
+            .into_par_iter()
+            .map_init(
+                || File::open(&self.path),
+                |file, (name, hf)| {
+                    let file = file.as_mut().map_err(|e| {
+                        ModelError::model_file(&self.path, format!("cannot open: {e}"))
+                    })?;
+                    let t = self.read_f32(file, &name, &cfg, device)?;
+                    Ok((hf, t))
+                },
+            )
+            .collect::<Result<HashMap<String, Tensor>>>()?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         CausalLm::new(&cfg, vb).ctx(&format!(
             "loading the causal LM from {}",
             self.path.display()
         ))
+    }
+}
+
+impl GgufFile {
+    /// One tensor, dequantised to f32 on `device`, with llama's q/k permutation undone.
+    fn read_f32(
+        &self,
+        file: &mut File,
+        name: &str,
+        cfg: &LlmConfig,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let ctx = || format!("{}: tensor `{name}`", self.path.display());
+        let t = self
+            .content
+            .tensor(file, name, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .ctx(&ctx())?;
+        let heads = match cfg.architecture {
+            Architecture::Llama if name.contains(".attn_q.") => Some(cfg.num_attention_heads),
+            Architecture::Llama if name.contains(".attn_k.") => Some(cfg.num_key_value_heads),
+            _ => None,
+        };
+        let t = match heads {
+            Some(h) => unpermute(&t, h).ctx(&ctx())?,
+            None => t,
+        };
+        t.to_dtype(DType::F32)
+            .and_then(|t| t.to_device(device))
+            .ctx(&ctx())
     }
 }
 
