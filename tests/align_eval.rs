@@ -371,3 +371,58 @@ fn bad_inputs_name_what_is_wrong() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("config.toml"));
 }
+
+#[test]
+fn a_real_gguf_llm_is_one_flag_away() {
+    let cache = std::env::var_os("UQA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/uqa"));
+    let gguf = cache.join("llm/smollm2-135m-instruct-q4_1.gguf");
+    if !gguf.exists() {
+        eprintln!(
+            "SKIPPED: {} is not cached; run scripts/fetch-assets.sh llm",
+            gguf.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path());
+    let run = dir.path().join("smollm");
+    let source = format!("llm.source=\"{}\"", gguf.display());
+    let o = ok(
+        align(
+            1,
+            &f,
+            &run,
+            &[&source, "train.max_steps=2", "train.batch_size=2"],
+        ),
+        "align SmolLM2 (adapter strategy)",
+    );
+    let s = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        s.contains("smollm2") && s.contains("trainable parameters"),
+        "{s}"
+    );
+    // Only the adapter trained: a 32 -> 576 linear map.
+    let w = final_weights(&run);
+    assert_eq!(w["adapter.proj.weight"].len(), 32 * 576);
+    assert_eq!(w.len(), 2);
+    let out = dir.path().join("e");
+    let o = Command::new(env!("CARGO_BIN_EXE_uqa"))
+        .args([
+            "eval",
+            "--run",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--limit",
+            "4",
+            "--max-new-tokens",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    ok(o, "eval SmolLM2");
+    let lines = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 4);
+}

@@ -74,6 +74,24 @@ impl TextTokenizer {
         Ok(Self { inner, info, json })
     }
 
+    /// Wrap a tokenizer built elsewhere (from a GGUF file's metadata); `source` says where.
+    pub fn from_tokenizer(inner: Tokenizer, source: &str) -> Result<Self> {
+        let json = inner
+            .to_string(false)
+            .map_err(|e| DataError::Tokenizer {
+                path: PathBuf::from(source),
+                reason: e.to_string(),
+            })?
+            .into_bytes();
+        let info = TokenizerInfo {
+            kind: "hf".into(),
+            vocab_size: inner.get_vocab_size(true) as u64,
+            sha256: sha256_hex(&json),
+            source: source.to_string(),
+        };
+        Ok(Self { inner, info, json })
+    }
+
     /// A word-level tokenizer over every word piece of `texts` (split the way the
     /// tokenizer's own whitespace pre-tokenizer splits them), after [`BUILTIN_SPECIALS`].
     pub fn builtin<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Self> {

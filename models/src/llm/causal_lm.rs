@@ -415,7 +415,7 @@ impl CausalLm {
         )?;
         let bias = mask.attention_bias(t, x.dtype(), x.device())?;
         let eps = self.cfg.rms_norm_eps;
-        let mut h = x.clone();
+        let mut h = x.contiguous()?;
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             let a = layer.attn.forward(

@@ -13,4 +13,4 @@ pub use chat::{ChatFormat, EncodedChat, QWEN_SYSTEM_PROMPT, Turn, parse_chat};
 pub use config::{Architecture, LlmConfig};
 pub use generate::{GenerateConfig, greedy};
 pub use mask::{Padding, TokenMask};
-pub use weights::{GgufFile, check_tokenizer, expected_tensors, load_hf_dir};
+pub use weights::{GgufFile, check_tokenizer, expected_tensors, load_hf_dir, load_hf_weights};

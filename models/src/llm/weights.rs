@@ -12,5 +12,5 @@ mod tokenizer;
 
 pub use expected::expected_tensors;
 pub use gguf::GgufFile;
-pub use hf::load_hf_dir;
+pub use hf::{load_hf_dir, load_hf_weights};
 pub use tokenizer::check_tokenizer;

@@ -11,7 +11,7 @@ use candle_nn::{VarBuilder, VarMap};
 use uqa_data::dataset::Dataset;
 use uqa_data::tokenizer::TextTokenizer;
 use uqa_models::adapter::Adapter;
-use uqa_models::llm::{CausalLm, ChatFormat, LlmConfig};
+use uqa_models::llm::{CausalLm, ChatFormat, GgufFile, LlmConfig, check_tokenizer};
 use uqa_models::soft_prompt::{SoftPromptModel, UserPrompt};
 use uqa_models::{PretrainModel, seeded_var_builder};
 
@@ -69,31 +69,8 @@ pub fn load_llm(source: &str, seed: u64, dataset: &Dataset) -> Result<LlmParts> 
 }
 
 fn load_hf_dir(dir: &Path) -> Result<LlmParts> {
-    let bad =
-        |reason: String| TrainError::Invalid(format!("LLM folder {}: {reason}", dir.display()));
-    let config = LlmConfig::from_hf_file(&dir.join("config.json"))?;
+    let (config, weights) = uqa_models::llm::load_hf_weights(dir, &Device::Cpu)?;
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| TrainError::io(dir, e))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(bad("no *.safetensors file".into()));
-    }
-    let mut weights = HashMap::new();
-    for f in &files {
-        let part = candle_core::safetensors::load(f, &Device::Cpu)
-            .map_err(|e| bad(format!("{}: {e}", f.display())))?;
-        for (name, t) in part {
-            weights.insert(
-                name,
-                t.to_dtype(DType::F32).map_err(|e| bad(e.to_string()))?,
-            );
-        }
-    }
     Ok(LlmParts {
         config,
         weights,
@@ -101,24 +78,16 @@ fn load_hf_dir(dir: &Path) -> Result<LlmParts> {
     })
 }
 
+/// A GGUF file, dequantised; its tokenizer comes from the file's metadata.
 fn load_gguf(path: &Path) -> Result<LlmParts> {
-    Err(TrainError::Invalid(format!(
-        "{}: GGUF models are not supported by this build yet",
-        path.display()
-    )))
-}
-
-/// The tokenizer must not produce ids beyond the model's embedding table.
-pub fn check_tokenizer(tokenizer: &TextTokenizer, config: &LlmConfig) -> Result<()> {
-    let n = tokenizer.vocab_size() as usize;
-    if n > config.vocab_size {
-        return Err(TrainError::Invalid(format!(
-            "tokenizer {} has {n} tokens but the LLM's vocabulary has {}: they do not belong together",
-            tokenizer.info().source,
-            config.vocab_size
-        )));
-    }
-    Ok(())
+    let file = GgufFile::open(path)?;
+    let (config, weights) = file.load_weights(&Device::Cpu)?;
+    let tokenizer = TextTokenizer::from_tokenizer(file.tokenizer()?, &path.display().to_string())?;
+    Ok(LlmParts {
+        config,
+        weights,
+        tokenizer,
+    })
 }
 
 /// The frozen encoder of a pre-training run (`untrained`: its initial weights).
@@ -155,7 +124,7 @@ fn load_encoder(run: &Path, untrained: bool, dataset: &Dataset) -> Result<Pretra
 pub fn build(job: &AlignJob, dataset: &Dataset) -> Result<AlignModel> {
     let dev = Device::Cpu;
     let parts = load_llm(&job.llm.source, job.llm.seed, dataset)?;
-    check_tokenizer(&parts.tokenizer, &parts.config)?;
+    check_tokenizer(parts.tokenizer.inner(), &parts.config)?;
     let trainable = VarMap::new();
     let seed = job.train.seed;
     let tvb = seeded_var_builder(&trainable, seed, DType::F32, &dev);

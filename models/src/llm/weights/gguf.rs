@@ -336,6 +336,17 @@ impl GgufFile {
 
     /// Loads the model, every tensor dequantised to f32, on `device`.
     pub fn load_model(&self, device: &Device) -> Result<CausalLm> {
+        let (cfg, tensors) = self.load_weights(device)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        CausalLm::new(&cfg, vb).ctx(&format!(
+            "loading the causal LM from {}",
+            self.path.display()
+        ))
+    }
+
+    /// The configuration and the dequantised f32 weights under Hugging Face names; callers
+    /// that train the LLM turn them into variables.
+    pub fn load_weights(&self, device: &Device) -> Result<(LlmConfig, HashMap<String, Tensor>)> {
         let cfg = self.config()?;
         let mut found = HashMap::new();
         let mut names = Vec::new();
@@ -376,11 +387,7 @@ impl GgufFile {
                 },
             )
             .collect::<Result<HashMap<String, Tensor>>>()?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        CausalLm::new(&cfg, vb).ctx(&format!(
-            "loading the causal LM from {}",
-            self.path.display()
-        ))
+        Ok((cfg, tensors))
     }
 }
 

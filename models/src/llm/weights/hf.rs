@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::expected::check_tensors;
@@ -16,6 +16,17 @@ use crate::llm::config::LlmConfig;
 
 /// Loads the causal LM of a Hugging Face model directory in f32 on `device`.
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<CausalLm> {
+    let (cfg, weights) = load_hf_weights(dir, device)?;
+    let vb = VarBuilder::from_tensors(weights, DType::F32, device);
+    CausalLm::new(&cfg, vb).ctx(&format!("loading the causal LM from {}", dir.display()))
+}
+
+/// The configuration and f32 weights (by Hugging Face name) of a model directory, checked
+/// against each other; callers that train the LLM turn them into variables.
+pub fn load_hf_weights(
+    dir: &Path,
+    device: &Device,
+) -> Result<(LlmConfig, HashMap<String, Tensor>)> {
     let config = dir.join("config.json");
     if !config.is_file() {
         return Err(ModelError::model_file(
@@ -36,10 +47,20 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<CausalLm> {
         }
     }
     check_tensors(&cfg, &found, dir, str::to_string)?;
-    // SAFETY: as above.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
-        .ctx(&format!("mapping the safetensors of {}", dir.display()))?;
-    CausalLm::new(&cfg, vb).ctx(&format!("loading the causal LM from {}", dir.display()))
+    let mut weights = HashMap::new();
+    for file in &files {
+        // SAFETY: as above.
+        let st = unsafe { MmapedSafetensors::new(file) }
+            .map_err(|e| ModelError::model_file(file, format!("not a safetensors file: {e}")))?;
+        for (name, _) in st.tensors() {
+            let t = st
+                .load(&name, device)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .ctx(&format!("{}: tensor `{name}`", file.display()))?;
+            weights.insert(name, t);
+        }
+    }
+    Ok((cfg, weights))
 }
 
 /// The weight files of `dir`, in a stable order.
