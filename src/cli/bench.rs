@@ -21,6 +21,9 @@ pub enum BenchCommand {
     Scan(ScanArgs),
     /// Distributed sampler + collation of padded batches from a dataset's training file.
     Sampler(SamplerArgs),
+    /// Greedy generation of a random Qwen2 (reference loop without cache, and batched with the
+    /// KV cache), side by side with ../shared/bench/generate.py.
+    Generate(super::bench_generate::GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +58,7 @@ pub fn run(cmd: BenchCommand) -> CliResult {
     match cmd {
         BenchCommand::Scan(a) => scan(a),
         BenchCommand::Sampler(a) => sampler(a),
+        BenchCommand::Generate(a) => super::bench_generate::run(a),
     }
 }
 

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod align;
 mod bench;
+mod bench_generate;
 mod data;
 mod eval;
 mod pretrain;
