@@ -426,3 +426,95 @@ fn a_real_gguf_llm_is_one_flag_away() {
     let lines = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 4);
 }
+
+fn mean_input_tokens(eval_dir: &Path) -> f64 {
+    let rows: Vec<Value> = std::fs::read_to_string(eval_dir.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    rows.iter()
+        .map(|r| r["input_tokens"].as_f64().unwrap())
+        .sum::<f64>()
+        / rows.len() as f64
+}
+
+#[test]
+fn text_baselines_and_the_q_former_align_and_report_their_input_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path());
+    let mut tokens = BTreeMap::new();
+    let encoder = format!("{}", f.encoder.display());
+    let cases: [(&str, Vec<String>); 5] = [
+        ("soft1", vec![]),
+        (
+            "soft4",
+            vec![format!(
+                "prompt={{kind = \"soft\", encoder = \"{encoder}\", adapter = {{kind = \"q_former\", queries = 4, heads = 4}}}}"
+            )],
+        ),
+        (
+            "text5",
+            vec![
+                "prompt={kind = \"text\", last_k = 5}".into(),
+                "strategy={kind = \"lora\"}".into(),
+            ],
+        ),
+        (
+            "text10",
+            vec![
+                "prompt={kind = \"text\", last_k = 10}".into(),
+                "strategy={kind = \"lora\"}".into(),
+            ],
+        ),
+        (
+            "rella10",
+            vec![
+                "prompt={kind = \"text\", last_k = 10, retrieval = true}".into(),
+                "strategy={kind = \"full\", llm_lr = 1e-4}".into(),
+            ],
+        ),
+    ];
+    for (name, extra) in &cases {
+        let run = dir.path().join(name);
+        let mut sets: Vec<&str> = vec!["train.max_steps=1", "data.max_text_len=1024"];
+        sets.extend(extra.iter().map(String::as_str));
+        ok(align(1, &f, &run, &sets), &format!("align {name}"));
+        let w = final_weights(&run);
+        match *name {
+            "soft4" => assert_eq!(w["adapter.queries"].len(), 4 * 128),
+            "text5" | "text10" => assert!(w.keys().all(|k| k.starts_with("lora."))),
+            "rella10" => assert!(w.keys().all(|k| k.starts_with("llm."))),
+            _ => assert!(w.keys().all(|k| k.starts_with("adapter."))),
+        }
+        let e = dir.path().join(format!("{name}_eval"));
+        let o = Command::new(env!("CARGO_BIN_EXE_uqa"))
+            .args([
+                "eval",
+                "--run",
+                run.to_str().unwrap(),
+                "--out",
+                e.to_str().unwrap(),
+                "--limit",
+                "14",
+                "--max-new-tokens",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        ok(o, &format!("eval {name}"));
+        tokens.insert(*name, mean_input_tokens(&e));
+    }
+    // Same questions: 16 soft tokens cost 3 more than 1, and text histories cost more per click.
+    assert!(
+        (tokens["soft4"] - tokens["soft1"] - 3.0).abs() < 1e-9,
+        "{tokens:?}"
+    );
+    assert!(tokens["text5"] > tokens["soft1"], "{tokens:?}");
+    assert!(tokens["text10"] > tokens["text5"] + 5.0, "{tokens:?}");
+    // Retrieval picks other clicks but as many of them.
+    assert!(
+        (tokens["rella10"] - tokens["text10"]).abs() < tokens["text10"] * 0.5,
+        "{tokens:?}"
+    );
+}

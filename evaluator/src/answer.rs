@@ -127,7 +127,7 @@ pub fn evaluate_with(
             });
         }
         let done = answers.len();
-        if rank == 0 && (done == mine.len() || done / job.batch_size % 10 == 0) {
+        if rank == 0 && (done == mine.len() || (done / job.batch_size).is_multiple_of(10)) {
             eprintln!(
                 "eval: rank 0 answered {done}/{} of its questions ({:.1} q/s)",
                 mine.len(),

@@ -9,8 +9,9 @@ pub enum EvalError {
     #[error(transparent)]
     Data(#[from] uqa_data::DataError),
 
+    /// Boxed: the trainer's error is large and most evaluator paths never produce it.
     #[error(transparent)]
-    Train(#[from] uqa_trainer::TrainError),
+    Train(Box<uqa_trainer::TrainError>),
 
     #[error("{path}: {source}")]
     Io {
@@ -28,6 +29,12 @@ pub enum EvalError {
 
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<uqa_trainer::TrainError> for EvalError {
+    fn from(e: uqa_trainer::TrainError) -> Self {
+        EvalError::Train(Box::new(e))
+    }
 }
 
 impl EvalError {

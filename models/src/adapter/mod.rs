@@ -18,9 +18,10 @@ pub use qformer::QFormer;
 use crate::error::{CandleContext, ModelError, Result};
 
 /// Which adapter, and its shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AdapterConfig {
+    #[default]
     MeanPool,
     QFormer {
         #[serde(default = "default_queries")]
@@ -36,12 +37,6 @@ fn default_queries() -> usize {
 
 fn default_heads() -> usize {
     8
-}
-
-impl Default for AdapterConfig {
-    fn default() -> Self {
-        AdapterConfig::MeanPool
-    }
 }
 
 impl AdapterConfig {
@@ -68,7 +63,7 @@ impl Adapter {
                 MeanPool::new(d_enc, d_llm, vb).ctx("building the mean-pool adapter")?,
             )),
             AdapterConfig::QFormer { queries, heads } => {
-                if *queries == 0 || *heads == 0 || d_llm % heads != 0 {
+                if *queries == 0 || *heads == 0 || !d_llm.is_multiple_of(*heads) {
                     return Err(ModelError::config(
                         "adapter.heads",
                         format!(

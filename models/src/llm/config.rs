@@ -201,7 +201,7 @@ impl LlmConfig {
                 return Err(ModelError::config(field, "must be positive"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ModelError::config(
                 "num_attention_heads",
                 format!(
@@ -210,7 +210,10 @@ impl LlmConfig {
                 ),
             ));
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(ModelError::config(
                 "num_key_value_heads",
                 format!(
@@ -219,7 +222,7 @@ impl LlmConfig {
                 ),
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(ModelError::config(
                 "hidden_size",
                 "head dimension must be even for RoPE",
