@@ -1,10 +1,12 @@
-//! Every committed experiment config loads (strict TOML, validated), and the Table 5 presets
+//! Every committed experiment config loads (strict TOML, validated: pre-training, alignment and
+//! dataset specs), and the Table 5 presets
 //! have the sizes the paper names (parameters without embedding tables).
 
 use std::path::Path;
 
 use uqa_data::schema::Vocab;
-use uqa_trainer::PretrainJob;
+use uqa_data::synth::SynthSpec;
+use uqa_trainer::{AlignJob, PretrainJob};
 
 fn configs(dir: &str) -> Vec<std::path::PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,7 +26,19 @@ fn every_experiment_config_loads() {
     let mut n = 0;
     for dir in ["pretrain", "movielens", "tests", "quickstart"] {
         for p in configs(dir) {
-            PretrainJob::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let loaded: Result<(), String> = if name.contains("align") {
+                AlignJob::load(&p, &[]).map(drop).map_err(|e| e.to_string())
+            } else if name == "data.toml" {
+                SynthSpec::from_toml_file(&p)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            } else {
+                PretrainJob::load(&p, &[])
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            };
+            loaded.unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             n += 1;
         }
     }

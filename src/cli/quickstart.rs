@@ -44,6 +44,16 @@ pub struct QuickstartArgs {
     /// Tokens generated at most per answer.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
+    /// Override a value of the pre-training config, e.g. `--pretrain-set train.epochs=2`.
+    #[arg(long = "pretrain-set", value_name = "KEY=VALUE")]
+    pretrain_set: Vec<String>,
+    /// Override a value of the alignment config, e.g. `--align-set train.epochs=2`.
+    #[arg(long = "align-set", value_name = "KEY=VALUE")]
+    align_set: Vec<String>,
+}
+
+fn overrides(sets: &[String]) -> impl Iterator<Item = String> + '_ {
+    sets.iter().flat_map(|s| ["--set".to_string(), s.clone()])
 }
 
 /// Runs `uqa ARGS...` (this executable) on `nproc` ranks through `uqa launch`, or directly.
@@ -137,6 +147,7 @@ pub fn run(a: QuickstartArgs) -> CliResult {
     args.extend(set("data.dir", &data_dir));
     args.extend(set("train.out", &encoder));
     args.extend(["--set".into(), format!("train.seed={}", a.seed)]);
+    args.extend(overrides(&a.pretrain_set));
     stage(a.nproc, &args)?;
 
     // The trained encoder's prompt and the untrained encoder's (same initial weights, no
@@ -163,6 +174,7 @@ pub fn run(a: QuickstartArgs) -> CliResult {
         args.extend(set("train.out", &run));
         args.extend(["--set".into(), format!("prompt.untrained={untrained}")]);
         args.extend(["--set".into(), format!("train.seed={}", a.seed)]);
+        args.extend(overrides(&a.align_set));
         stage(a.nproc, &args)?;
         runs.push((name.to_string(), run));
     }
