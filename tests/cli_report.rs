@@ -127,8 +127,20 @@ fn oracle_silent_and_half_right_runs_side_by_side() {
         "table7.csv",
         "tasks.svg",
         "scaling.svg",
+        "tasks.png",
+        "scaling.png",
     ] {
         assert!(out.join(f).exists(), "{f} missing");
+    }
+    for f in ["tasks.png", "scaling.png"] {
+        let png = std::fs::read(out.join(f)).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{f} is not a PNG");
+        // IHDR first, with the plot's size: the bars are 860 wide, the scaling plot 640; both 420 high.
+        assert_eq!(&png[12..16], b"IHDR", "{f}");
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+        let expected = if f == "tasks.png" { 860 } else { 640 };
+        assert_eq!((width, height), (expected, 420), "{f}");
     }
     let csv = std::fs::read_to_string(out.join("table2_micro.csv")).unwrap();
     assert!(
@@ -157,6 +169,9 @@ fn reference_files_without_task_are_recognised_and_skips_are_counted() {
         run.to_str().unwrap(),
     ]);
     assert!(printed.contains("2 rows not scored"), "{printed}");
+    // No run gives an encoder size, so there is no scaling plot in either format.
+    assert!(out.join("tasks.png").exists() && out.join("tasks.svg").exists());
+    assert!(!out.join("scaling.png").exists() && !out.join("scaling.svg").exists());
     let report: Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     let s = &report["runs"][0]["scores"];

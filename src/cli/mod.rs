@@ -50,7 +50,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Score predictions (prefix match as the headline, plus normalized and list-aware partial
     /// credit; micro and macro averages; bootstrap 95% intervals) and write the paper's Table 2
-    /// and Table 7 as Markdown, CSV and JSON, with SVG plots, for several runs side by side.
+    /// and Table 7 as Markdown, CSV and JSON, with plots as SVG and PNG, for several runs side
+    /// by side.
     Report(report::ReportArgs),
     /// Launch ranks like torchrun: same flags (--nproc-per-node, --nnodes, --node-rank,
     /// --master-addr, --master-port, --standalone, --max-restarts) and the same environment

@@ -15,7 +15,7 @@ pub struct ReportArgs {
     /// `encoder_params`), or predictions .jsonl files.
     #[arg(required = true)]
     runs: Vec<PathBuf>,
-    /// Output folder for report.md, report.json, the CSV tables and the SVG plots.
+    /// Output folder for report.md, report.json, the CSV tables and the plots (SVG and PNG).
     #[arg(long, default_value = "report")]
     out: PathBuf,
 }

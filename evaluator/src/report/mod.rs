@@ -1,7 +1,8 @@
 //! `uqa report RUN...`: score each run's `predictions.jsonl` and write the paper's tables
-//! (Markdown, CSV, JSON) and plots (SVG) for all runs side by side.
+//! (Markdown, CSV, JSON) and plots (SVG and PNG) for all runs side by side.
 
 pub mod plots;
+pub mod raster;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -92,9 +93,9 @@ pub fn write_report(runs: &[Run], out: &Path) -> Result<(Report, Vec<PathBuf>)> 
     }
     std::fs::create_dir_all(out).map_err(|e| EvalError::io(out, e))?;
     let mut written = Vec::new();
-    let mut put = |name: &str, text: &str| -> Result<()> {
+    let mut put = |name: &str, bytes: &[u8]| -> Result<()> {
         let p = out.join(name);
-        write_atomic(&p, text.as_bytes())?;
+        write_atomic(&p, bytes)?;
         written.push(p);
         Ok(())
     };
@@ -144,24 +145,24 @@ pub fn write_report(runs: &[Run], out: &Path) -> Result<(Report, Vec<PathBuf>)> 
     }
     md.push_str("\n## Table 7: average LLM input tokens per question\n\n");
     md.push_str(&tables::table7_markdown(&scored));
-    put("report.md", &md)?;
+    put("report.md", md.as_bytes())?;
     put(
         "table2_micro.csv",
-        &tables::table2_csv(&scored, Averaging::Micro, Rule::Prefix),
+        tables::table2_csv(&scored, Averaging::Micro, Rule::Prefix).as_bytes(),
     )?;
     put(
         "table2_macro.csv",
-        &tables::table2_csv(&scored, Averaging::Macro, Rule::Prefix),
+        tables::table2_csv(&scored, Averaging::Macro, Rule::Prefix).as_bytes(),
     )?;
     put(
         "table2_normalized_micro.csv",
-        &tables::table2_csv(&scored, Averaging::Micro, Rule::Normalized),
+        tables::table2_csv(&scored, Averaging::Micro, Rule::Normalized).as_bytes(),
     )?;
     put(
         "table2_partial_micro.csv",
-        &tables::table2_csv(&scored, Averaging::Micro, Rule::Partial),
+        tables::table2_csv(&scored, Averaging::Micro, Rule::Partial).as_bytes(),
     )?;
-    put("table7.csv", &tables::table7_csv(&scored))?;
+    put("table7.csv", tables::table7_csv(&scored).as_bytes())?;
 
     let labels: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
     let series: Vec<(String, Vec<Option<f64>>)> = scored
@@ -176,9 +177,15 @@ pub fn write_report(runs: &[Run], out: &Path) -> Result<(Report, Vec<PathBuf>)> 
             )
         })
         .collect();
+    let tasks_title = "Accuracy per sub-task (prefix match)";
     put(
         "tasks.svg",
-        &plots::bars_svg("Accuracy per sub-task (prefix match)", &labels, &series),
+        plots::bars_svg(tasks_title, &labels, &series).as_bytes(),
+    )?;
+    // PNG beside the SVG: it embeds anywhere (slides, chat, issue trackers) that SVG does not.
+    put(
+        "tasks.png",
+        &plots::bars_png(tasks_title, &labels, &series)?,
     )?;
     let points: Vec<(String, f64, f64)> = runs
         .iter()
@@ -190,10 +197,9 @@ pub fn write_report(runs: &[Run], out: &Path) -> Result<(Report, Vec<PathBuf>)> 
         })
         .collect();
     if points.len() >= 2 {
-        put(
-            "scaling.svg",
-            &plots::scaling_svg("Accuracy against encoder size", &points),
-        )?;
+        let title = "Accuracy against encoder size";
+        put("scaling.svg", plots::scaling_svg(title, &points).as_bytes())?;
+        put("scaling.png", &plots::scaling_png(title, &points)?)?;
     }
 
     let report = Report {
@@ -210,6 +216,6 @@ pub fn write_report(runs: &[Run], out: &Path) -> Result<(Report, Vec<PathBuf>)> 
     };
     let json =
         serde_json::to_string_pretty(&report).map_err(|e| EvalError::Invalid(e.to_string()))?;
-    put("report.json", &json)?;
+    put("report.json", json.as_bytes())?;
     Ok((report, written))
 }
