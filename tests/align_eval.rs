@@ -42,6 +42,12 @@ struct Fixture {
 }
 
 fn fixture(dir: &Path) -> Fixture {
+    fixture_with(dir, "builtin")
+}
+
+/// The fixture with a given tokenizer choice (`builtin`, or `auto`: the real Qwen2 one when
+/// cached).
+fn fixture_with(dir: &Path, tokenizer: &str) -> Fixture {
     let data = dir.join("tiny");
     let qa = dir.join("qa");
     let encoder = dir.join("enc");
@@ -53,7 +59,7 @@ fn fixture(dir: &Path) -> Fixture {
             "--preset",
             "tiny",
             "--tokenizer",
-            "builtin",
+            tokenizer,
             "--out",
             &s(&data),
         ]),
@@ -516,5 +522,126 @@ fn text_baselines_and_the_q_former_align_and_report_their_input_tokens() {
     assert!(
         (tokens["rella10"] - tokens["text10"]).abs() < tokens["text10"] * 0.5,
         "{tokens:?}"
+    );
+}
+
+#[test]
+fn ctr_mode_scores_yes_no_over_all_ranks_together() {
+    // "Yes" and "No" must be real tokens: the built-in word-level vocabulary only knows the
+    // dataset's own words.
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture_with(dir.path(), "auto");
+    let meta = std::fs::read_to_string(f.data.join("dataset.json")).unwrap();
+    if meta.contains("\"builtin\"") {
+        eprintln!("SKIPPED: CTR mode needs the real Qwen2 tokenizer; run scripts/fetch-assets.sh");
+        return;
+    }
+    let qa = dir.path().join("ctr_qa");
+    let o = ok(
+        uqa(&[
+            "qa-gen",
+            "--data",
+            f.data.to_str().unwrap(),
+            "--out",
+            qa.to_str().unwrap(),
+            "--lang",
+            "en",
+            "--ctr-users",
+            "30",
+            "--train-per-task",
+            "10",
+            "--eval-per-task",
+            "5",
+        ]),
+        "qa-gen --ctr-users",
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("CTR"));
+    let run = dir.path().join("ctr");
+    let qa_set = format!("data.qa_dir=\"{}\"", qa.display());
+    ok(
+        align(
+            1,
+            &f,
+            &run,
+            &[
+                &qa_set,
+                "data.train_file=\"ctr_data_train.arrow\"",
+                "data.eval_file=\"ctr_data_eval.arrow\"",
+                "train.max_steps=3",
+            ],
+        ),
+        "align on CTR questions",
+    );
+    let exe = env!("CARGO_BIN_EXE_uqa");
+    let (e1, e2) = (dir.path().join("c1"), dir.path().join("c2"));
+    ok(
+        Command::new(exe)
+            .args([
+                "eval",
+                "--ctr",
+                "--run",
+                run.to_str().unwrap(),
+                "--out",
+                e1.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "eval --ctr",
+    );
+    let o = ok(
+        Command::new(exe)
+            .args([
+                "launch",
+                "--standalone",
+                "--nproc-per-node",
+                "2",
+                "--",
+                exe,
+                "eval",
+                "--ctr",
+                "--run",
+                run.to_str().unwrap(),
+                "--out",
+                e2.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "eval --ctr on 2 ranks",
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("AUC"));
+    let read = |p: &Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(p.join("ctr.json")).unwrap()).unwrap()
+    };
+    let (m1, m2) = (read(&e1), read(&e2));
+    assert_eq!(m1["metrics"]["n"], 60);
+    assert_eq!(m1["metrics"]["positives"], 30);
+    let auc = m1["metrics"]["auc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&auc));
+    // The global AUC from 2 ranks' gathered scores is the 1-process one.
+    let auc2 = m2["metrics"]["auc"].as_f64().unwrap();
+    assert!((auc - auc2).abs() < 1e-6, "{auc} vs {auc2}");
+    assert_eq!(m2["world_size"], 2);
+    let lines = std::fs::read_to_string(e2.join("ctr_predictions.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 60);
+
+    // A file whose answers are not yes/no is refused in CTR mode, naming the file.
+    let o = Command::new(exe)
+        .args([
+            "eval",
+            "--ctr",
+            "--run",
+            run.to_str().unwrap(),
+            "--questions",
+            f.qa.join("align_data_eval.arrow").to_str().unwrap(),
+            "--out",
+            dir.path().join("c3").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("align_data_eval.arrow") && err.contains("yes/no"),
+        "{err}"
     );
 }

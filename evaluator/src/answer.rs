@@ -15,11 +15,14 @@ use uqa_data::atomic::write_atomic;
 use uqa_data::batch::collate;
 use uqa_models::llm::GenerateConfig;
 use uqa_models::llm::chat::EncodedChat;
-use uqa_trainer::align::{EVAL_QUESTIONS, PromptConfig, Render, load_aligned, load_questions};
+use uqa_trainer::align::{PromptConfig, Render, load_aligned, load_questions};
 use uqa_trainer::parallel::Replicas;
 
 use crate::error::{EvalError, Result};
+use crate::qa::Lang;
+use crate::qa::ctr::answers;
 use crate::report::{PREDICTIONS_FILE, RUN_FILE, RunInfo};
+use crate::score::ctr::{CtrMetrics, ctr_metrics, yes_probability};
 use crate::score::predictions::Prediction;
 use crate::score::{ScoreReport, score_file};
 
@@ -39,6 +42,22 @@ pub struct EvalJob {
     /// The run's name in reports.
     pub name: Option<String>,
     pub collective_timeout: Duration,
+    /// CTR mode: score P(yes) from the yes/no next-token logits instead of generating.
+    pub ctr: bool,
+}
+
+/// What rank 0 ends with.
+pub enum EvalOutcome {
+    Generated {
+        summary: EvalSummary,
+        scores: ScoreReport,
+        out: PathBuf,
+    },
+    Ctr {
+        metrics: CtrMetrics,
+        seconds: f64,
+        out: PathBuf,
+    },
 }
 
 /// Summary saved as `eval.json`.
@@ -71,15 +90,12 @@ struct Answer {
 }
 
 /// Evaluation in this process (one rank of a launch, or alone). Returns the scores on rank 0.
-pub fn evaluate(job: &EvalJob) -> Result<Option<(EvalSummary, ScoreReport, PathBuf)>> {
+pub fn evaluate(job: &EvalJob) -> Result<Option<EvalOutcome>> {
     let mut replicas = Replicas::from_env(25.0, job.collective_timeout)?;
     evaluate_with(job, &mut replicas)
 }
 
-pub fn evaluate_with(
-    job: &EvalJob,
-    replicas: &mut Replicas,
-) -> Result<Option<(EvalSummary, ScoreReport, PathBuf)>> {
+pub fn evaluate_with(job: &EvalJob, replicas: &mut Replicas) -> Result<Option<EvalOutcome>> {
     let (rank, world) = (replicas.rank(), replicas.world_size());
     if job.batch_size == 0 {
         return Err(EvalError::Invalid("--batch-size must be positive".into()));
@@ -88,10 +104,13 @@ pub fn evaluate_with(
     let file = job
         .questions
         .clone()
-        .unwrap_or_else(|| align.data.qa_dir.join(EVAL_QUESTIONS));
+        .unwrap_or_else(|| align.data.qa_dir.join(&align.data.eval_file));
     let started = Instant::now();
     let set = load_questions(&align, &m, &dataset, &file, Render::Prompt, job.limit)?;
     let soft = matches!(align.prompt, PromptConfig::Soft { .. });
+    if job.ctr {
+        return ctr(job, replicas, &align, &m, &set, &file, soft, started);
+    }
     let generate = GenerateConfig {
         max_new_tokens: job.max_new_tokens,
         stop_tokens: m.stop_tokens.clone(),
@@ -210,7 +229,159 @@ pub fn evaluate_with(
         &serde_json::to_vec_pretty(&summary).map_err(|e| EvalError::Invalid(e.to_string()))?,
     )?;
     let scores = score_file(&predictions)?;
-    Ok(Some((summary, scores, out)))
+    Ok(Some(EvalOutcome::Generated {
+        summary,
+        scores,
+        out,
+    }))
+}
+
+/// One rank's CTR scores, as gathered.
+#[derive(Serialize, Deserialize)]
+struct Scored {
+    index: usize,
+    clicked: bool,
+    probability: f64,
+}
+
+/// The CTR mode: P(yes) = softmax over the yes/no next-token logits after each prompt; AUC, log
+/// loss and accuracy over all ranks' scores together (per-rank AUCs cannot be averaged).
+#[allow(clippy::too_many_arguments)]
+fn ctr(
+    job: &EvalJob,
+    replicas: &mut Replicas,
+    align: &uqa_trainer::AlignJob,
+    m: &uqa_trainer::align::AlignModel,
+    set: &uqa_trainer::align::QuestionSet,
+    file: &Path,
+    soft: bool,
+    started: Instant,
+) -> Result<Option<EvalOutcome>> {
+    let (rank, world) = (replicas.rank(), replicas.world_size());
+    // The two answers of the file, and which one is "yes".
+    let mut distinct: Vec<&str> = set.answers.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let yes_words = [answers(Lang::Zh).0, answers(Lang::En).0];
+    let no_words = [answers(Lang::Zh).1, answers(Lang::En).1];
+    let (Some(yes), Some(no)) = (
+        distinct.iter().find(|a| yes_words.contains(a)),
+        distinct.iter().find(|a| no_words.contains(a)),
+    ) else {
+        return Err(EvalError::Invalid(format!(
+            "{}: CTR mode needs yes/no answers ({:?} or {:?}); the file has {:?}",
+            file.display(),
+            answers(Lang::Zh),
+            answers(Lang::En),
+            &distinct[..distinct.len().min(5)]
+        )));
+    };
+    if distinct.len() != 2 {
+        return Err(EvalError::Invalid(format!(
+            "{}: CTR mode needs exactly two answers, the file has {}",
+            file.display(),
+            distinct.len()
+        )));
+    }
+    let first_token = |word: &str| -> Result<u32> {
+        m.tokenizer
+            .inner()
+            .encode(word, false)
+            .ok()
+            .and_then(|e| e.get_ids().first().copied())
+            .ok_or_else(|| EvalError::Invalid(format!("the tokenizer cannot encode {word:?}")))
+    };
+    let (yes_id, no_id) = (first_token(yes)?, first_token(no)?);
+    if yes_id == no_id {
+        return Err(EvalError::Invalid(format!(
+            "{yes:?} and {no:?} start with the same token: their logits cannot be compared"
+        )));
+    }
+    let mine: Vec<usize> = (rank..set.len()).step_by(world).collect();
+    let mut scored = Vec::with_capacity(mine.len());
+    for batch in mine.chunks(job.batch_size) {
+        let chats: Vec<EncodedChat> = batch.iter().map(|&i| set.chats[i].clone()).collect();
+        let seq = soft.then(|| {
+            let rows: Vec<usize> = batch.iter().map(|&i| set.rows[i]).collect();
+            collate(&set.file, &rows, align.data.max_len)
+        });
+        let logits = m
+            .model
+            .last_logits(seq.as_ref(), &chats)
+            .and_then(|l| {
+                l.to_vec2::<f32>()
+                    .map_err(|e| uqa_models::ModelError::Candle {
+                        context: "reading logits".into(),
+                        source: e,
+                    })
+            })
+            .map_err(|e| EvalError::Invalid(format!("{}: {e}", file.display())))?;
+        for (&i, row) in batch.iter().zip(logits) {
+            scored.push(Scored {
+                index: i,
+                clicked: set.answers[i] == *yes,
+                probability: yes_probability(
+                    row[yes_id as usize] as f64,
+                    row[no_id as usize] as f64,
+                ),
+            });
+        }
+    }
+    let payload = serde_json::to_vec(&scored).map_err(|e| EvalError::Invalid(e.to_string()))?;
+    let gathered = replicas.gather_bytes(&payload)?;
+    if rank != 0 {
+        return Ok(None);
+    }
+    let mut all: Vec<Option<Scored>> = (0..set.len()).map(|_| None).collect();
+    for (r, bytes) in gathered.iter().enumerate() {
+        let part: Vec<Scored> = serde_json::from_slice(bytes)
+            .map_err(|e| EvalError::Invalid(format!("scores of rank {r}: {e}")))?;
+        for s in part {
+            let i = s.index;
+            if i >= all.len() || all[i].is_some() {
+                return Err(EvalError::Invalid(format!(
+                    "rank {r} returned question {i} twice or out of range"
+                )));
+            }
+            all[i] = Some(s);
+        }
+    }
+    let all: Vec<Scored> = all
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| s.ok_or_else(|| EvalError::Invalid(format!("question {i} was not scored"))))
+        .collect::<Result<_>>()?;
+    let metrics = ctr_metrics(
+        &all.iter()
+            .map(|s| (s.clicked, s.probability))
+            .collect::<Vec<_>>(),
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let out = job.out.clone().unwrap_or_else(|| job.run.join("eval"));
+    std::fs::create_dir_all(&out).map_err(|e| EvalError::io(&out, e))?;
+    let mut lines = String::new();
+    for (i, s) in all.iter().enumerate() {
+        let row = serde_json::json!({
+            "question": set.questions[i], "answer": set.answers[i],
+            "clicked": s.clicked, "probability": s.probability,
+        });
+        lines.push_str(&row.to_string());
+        lines.push('\n');
+    }
+    write_atomic(out.join("ctr_predictions.jsonl"), lines.as_bytes())?;
+    let summary = serde_json::json!({
+        "metrics": metrics, "world_size": world, "seconds": seconds,
+        "skipped": set.skipped.len(), "questions": set.len(),
+    });
+    write_atomic(
+        out.join("ctr.json"),
+        &serde_json::to_vec_pretty(&summary).map_err(|e| EvalError::Invalid(e.to_string()))?,
+    )?;
+    Ok(Some(EvalOutcome::Ctr {
+        metrics,
+        seconds,
+        out,
+    }))
 }
 
 /// Dense encoder parameters (the paper's convention) of a soft-prompt run, for scaling plots.

@@ -203,6 +203,26 @@ impl SoftPromptModel {
         greedy(&self.lm, &a.x, &a.mask, cfg).ctx("generation")
     }
 
+    /// Next-token logits `[B, V]` after each prompt (left-padded batch, one forward pass): the
+    /// CTR mode reads the "yes" and "no" columns.
+    pub fn last_logits(
+        &self,
+        seq: Option<&SequenceBatch>,
+        chats: &[EncodedChat],
+    ) -> Result<Tensor> {
+        let soft = self.soft(seq, chats.len())?;
+        let a = self.assemble(chats, soft.as_ref(), Padding::Left)?;
+        let h = self
+            .lm
+            .forward(&a.x, &a.mask, None, Mode::Infer)
+            .ctx("LM forward")?;
+        let last = h
+            .narrow(1, a.mask.len() - 1, 1)
+            .and_then(|h| h.squeeze(1))
+            .ctx("last positions")?;
+        self.lm.logits(&last).ctx("LM head")
+    }
+
     /// Input tokens the LM reads per conversation (text plus soft tokens), the paper's Table 7.
     pub fn input_tokens(&self, chat: &EncodedChat) -> usize {
         chat.ids.len()

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use uqa_evaluator::answer::{EvalJob, evaluate};
+use uqa_evaluator::answer::{EvalJob, EvalOutcome, evaluate};
 use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
 
 use super::CliResult;
@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// Name of the run in reports (default: the run folder's name).
     #[arg(long)]
     name: Option<String>,
+    /// CTR mode (ReLLa): score P(yes) from the yes/no next-token logits of each question (for
+    /// files from `uqa qa-gen --ctr-users`) and report AUC, log loss and accuracy.
+    #[arg(long)]
+    ctr: bool,
     /// Deadline of the final gather, in seconds.
     #[arg(long, default_value_t = 1800)]
     collective_timeout_s: u64,
@@ -49,22 +53,45 @@ pub fn run(a: EvalArgs) -> CliResult {
         limit: a.limit,
         name: a.name,
         collective_timeout: Duration::from_secs(a.collective_timeout_s),
+        ctr: a.ctr,
     };
-    if let Some((summary, scores, out)) = evaluate(&job)? {
-        let name = out.display().to_string();
-        println!(
-            "{}",
-            table2_markdown(&[(name, scores)], Averaging::Micro, Rule::Prefix)
-        );
-        println!(
-            "{} questions answered ({} skipped) on {} rank(s) in {:.1} s: {:.2} questions/s",
-            summary.answered,
-            summary.skipped.len(),
-            summary.world_size,
-            summary.seconds,
-            summary.questions_per_second
-        );
-        println!("predictions: {}", out.join("predictions.jsonl").display());
+    match evaluate(&job)? {
+        None => {}
+        Some(EvalOutcome::Ctr {
+            metrics,
+            seconds,
+            out,
+        }) => {
+            println!(
+                "CTR over {} questions ({} clicked) in {seconds:.1} s: AUC {} log loss {:.4} accuracy {:.4}",
+                metrics.n,
+                metrics.positives,
+                metrics.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+                metrics.log_loss,
+                metrics.accuracy
+            );
+            println!("scores: {}", out.join("ctr_predictions.jsonl").display());
+        }
+        Some(EvalOutcome::Generated {
+            summary,
+            scores,
+            out,
+        }) => {
+            let name = out.display().to_string();
+            println!(
+                "{}",
+                table2_markdown(&[(name, scores)], Averaging::Micro, Rule::Prefix)
+            );
+            println!(
+                "{} questions answered ({} skipped) on {} rank(s) in {:.1} s: {:.2} questions/s",
+                summary.answered,
+                summary.skipped.len(),
+                summary.world_size,
+                summary.seconds,
+                summary.questions_per_second
+            );
+            println!("predictions: {}", out.join("predictions.jsonl").display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

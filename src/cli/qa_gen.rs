@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use uqa_evaluator::qa::{Lang, QaGenConfig, Task, generate};
+use uqa_evaluator::qa::{CtrConfig, Lang, QaGenConfig, Task, generate, generate_ctr};
 
 use super::CliResult;
 
@@ -29,6 +29,10 @@ pub struct QaGenArgs {
     /// Evaluation questions per sub-task (the reference has about 1,000).
     #[arg(long, default_value_t = 1_000)]
     eval_per_task: usize,
+    /// Also write CTR questions (ctr_data_{train,eval}.arrow: will the user click this item
+    /// next? yes/no, balanced) for this many users per split; 0: none.
+    #[arg(long, default_value_t = 0)]
+    ctr_users: usize,
 }
 
 pub fn run(a: QaGenArgs) -> CliResult {
@@ -52,6 +56,19 @@ pub fn run(a: QaGenArgs) -> CliResult {
             report.train_available[task],
             report.eval_available[task]
         );
+    }
+    if a.ctr_users > 0 {
+        let (train, eval) = generate_ctr(
+            &a.data,
+            &out,
+            CtrConfig {
+                lang: a.lang,
+                seed: a.seed,
+                train_users: a.ctr_users,
+                eval_users: a.ctr_users,
+            },
+        )?;
+        println!("  CTR  {train:>6} / {eval:>5}   (half clicked next, half never clicked)");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -70,7 +70,10 @@ fn stage(nproc: usize, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         ]);
         cmd.arg(&exe);
     }
-    let status = cmd.args(args).status()?;
+    let status = cmd
+        .args(args)
+        .status()
+        .map_err(|e| format!("starting {}: {e}", exe.display()))?;
     if !status.success() {
         return Err(format!("stage `uqa {}` failed ({status})", args.join(" ")).into());
     }

@@ -1,10 +1,13 @@
-//! Question generation for the seven UQABench sub-tasks (REFERENCE.md section 5).
+//! Question generation for the seven UQABench sub-tasks (REFERENCE.md section 5), and yes/no
+//! click questions for the CTR mode (`ctr`).
 
+pub mod ctr;
 pub mod generate;
 pub mod rules;
 pub mod task;
 pub mod templates;
 
+pub use ctr::{CtrConfig, generate_ctr};
 pub use generate::{QaGenConfig, QaGenReport, generate};
 pub use task::{Group, Task};
 pub use templates::Lang;

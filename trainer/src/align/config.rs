@@ -30,6 +30,20 @@ pub struct AlignData {
     /// Train on at most this many questions (0: all); for tests and the quickstart.
     #[serde(default)]
     pub max_questions: usize,
+    /// The training and evaluation files inside `qa_dir` (the CTR mode's are
+    /// `ctr_data_train.arrow` and `ctr_data_eval.arrow`).
+    #[serde(default = "default_train_file")]
+    pub train_file: String,
+    #[serde(default = "default_eval_file")]
+    pub eval_file: String,
+}
+
+fn default_train_file() -> String {
+    super::TRAIN_QUESTIONS.into()
+}
+
+fn default_eval_file() -> String {
+    super::EVAL_QUESTIONS.into()
 }
 
 fn default_seq_len() -> usize {

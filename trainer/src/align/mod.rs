@@ -28,7 +28,7 @@ pub use questions::{QuestionSet, Render, TextHistory};
 use crate::checkpoint::{self, TrainState};
 use crate::error::{CandleContext, Result, TrainError};
 use crate::metrics::MetricsLog;
-use crate::optim::{AdamW, Grads, Params, clip_factor};
+use crate::optim::{AdamW, Grads, Params, Shard, clip_factor};
 use crate::parallel::Replicas;
 use crate::telemetry::{StepRecord, Telemetry};
 
@@ -157,14 +157,14 @@ pub fn align_observed(
         job,
         &m,
         &ds,
-        &job.data.qa_dir.join(TRAIN_QUESTIONS),
+        &job.data.qa_dir.join(&job.data.train_file),
         Render::Training,
         job.data.max_questions,
     )?;
     if questions.is_empty() {
         return Err(TrainError::Invalid(format!(
             "{}: no training questions",
-            job.data.qa_dir.join(TRAIN_QUESTIONS).display()
+            job.data.qa_dir.join(&job.data.train_file).display()
         )));
     }
     let params = Params::from_varmap(&m.trainable);
@@ -175,13 +175,16 @@ pub fn align_observed(
         Strategy::Full { llm_lr } => llm_lr / job.optim.adamw.lr,
         _ => 1.0,
     };
-    let mut optimizer = AdamW::new(job.optim.adamw, &params).with_lr_scales(&params, |name| {
-        if name.starts_with("llm.") {
-            llm_scale
-        } else {
-            1.0
-        }
-    });
+    let shard = (job.train.zero == 1).then(|| Shard::new(&params, rank, world));
+    let mut optimizer =
+        AdamW::with_shard(job.optim.adamw, &params, shard).with_lr_scales(&params, |name| {
+            if name.starts_with("llm.") {
+                llm_scale
+            } else {
+                1.0
+            }
+        });
+    let state_bytes = replicas.gather_counts(optimizer.state_bytes() as u64)?;
     if lead {
         eprintln!(
             "align: {} questions, LLM {} ({} parameters), {} trainable parameters ({:?})",
@@ -190,6 +193,10 @@ pub fn align_observed(
             m.model.lm.config().param_count(),
             params.numel(),
             job.strategy
+        );
+        eprintln!(
+            "{}",
+            crate::optim::zero::describe(job.train.zero, &state_bytes)
         );
     }
 
@@ -300,7 +307,13 @@ pub fn align_observed(
                 .optim
                 .schedule
                 .lr(job.optim.adamw.lr, state.step, total_steps);
-            optimizer.step(&params, &grads, lr, clip_factor(norm, job.optim.clip_norm))?;
+            let bcast = replicas.step_optimizer(
+                &mut optimizer,
+                &params,
+                &grads,
+                lr,
+                clip_factor(norm, job.optim.clip_norm),
+            )?;
             grads.zero();
             state.step += 1;
             state.sampler_position += rows.len();
@@ -330,6 +343,8 @@ pub fn align_observed(
                     "world_size": world, "questions_per_second": questions_per_s,
                     "input_tokens_per_second": reduced[1] / step_s,
                     "allreduce_seconds": sync.seconds, "allreduce_bytes": sync.bytes,
+                    "param_broadcast_seconds": bcast.seconds, "param_broadcast_bytes": bcast.bytes,
+                    "optimizer_state_bytes": state_bytes,
                     "elapsed_seconds": started.elapsed().as_secs_f64(),
                 }))?;
             }
