@@ -1,6 +1,7 @@
 //! Checkpoints: `OUT/checkpoints/step-00000123/` holding `model.safetensors` (parameters by
-//! name), `optimizer.safetensors` (AdamW moments), `state.json` (step, epoch, sampler position,
-//! config hash) and `config.toml`. A checkpoint is written under a temporary folder name, every
+//! name), `optimizer.safetensors` (AdamW moments; with ZeRO-1 one `optimizer-rank{R}.safetensors`
+//! per rank instead), `state.json` (step, epoch, sampler position, config hash) and
+//! `config.toml`. A checkpoint is written under a temporary folder name, every
 //! file fsynced, then renamed; the `latest` pointer is rewritten (atomically) last, so a crash
 //! at any moment leaves the previous checkpoint loadable.
 
@@ -40,7 +41,38 @@ fn fsync_file(path: &Path) -> Result<()> {
         .map_err(|e| TrainError::io(path, e))
 }
 
-/// Write a checkpoint and point `latest` at it; keep the newest `keep` checkpoints.
+/// The file holding `rank`'s optimiser state when it is sharded (ZeRO-1, `train.zero = 1`).
+pub fn shard_file(rank: usize) -> String {
+    format!("optimizer-rank{rank}.safetensors")
+}
+
+/// The optimiser's file in a checkpoint: the whole state, or this rank's shard.
+fn optimizer_file(optimizer: &AdamW) -> String {
+    match optimizer.shard() {
+        Some(s) => shard_file(s.rank),
+        None => "optimizer.safetensors".into(),
+    }
+}
+
+/// Write the optimiser state (whole, or this rank's shard) into `dir`, fsynced.
+fn write_optimizer(dir: &Path, params: &Params, optimizer: &AdamW) -> Result<()> {
+    let file = optimizer_file(optimizer);
+    let path = dir.join(&file);
+    candle_core::safetensors::save(&optimizer.state_tensors(params)?, &path)
+        .ctx(&format!("writing {file}"))?;
+    fsync_file(&path)
+}
+
+/// A fresh temporary folder for checkpoint `name` (a stale one from a crash is removed).
+fn fresh_dir(tmp: &Path) -> Result<()> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(|e| TrainError::io(tmp, e))?;
+    }
+    std::fs::create_dir_all(tmp).map_err(|e| TrainError::io(tmp, e))
+}
+
+/// Write a checkpoint and point `latest` at it; keep the newest `keep` checkpoints. One writer:
+/// a single process, or rank 0 of an unsharded run.
 pub fn save(
     out: &Path,
     params: &Params,
@@ -52,13 +84,24 @@ pub fn save(
     let root = checkpoints_dir(out);
     std::fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
     let name = format!("step-{:08}", state.step);
-    let final_dir = root.join(&name);
     let tmp = root.join(format!(".{name}.tmp.{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    fresh_dir(&tmp)?;
+    write_optimizer(&tmp, params, optimizer)?;
+    finish(&root, &name, &tmp, params, state, config_toml, keep)
+}
 
+/// Fill `tmp` with the model, state and config, rename it into place, point `latest` at it
+/// and prune old checkpoints.
+fn finish(
+    root: &Path,
+    name: &str,
+    tmp: &Path,
+    params: &Params,
+    state: &TrainState,
+    config_toml: &str,
+    keep: usize,
+) -> Result<PathBuf> {
+    let final_dir = root.join(name);
     let weights: HashMap<String, Tensor> = params
         .names
         .iter()
@@ -67,11 +110,7 @@ pub fn save(
         .collect();
     let model_path = tmp.join("model.safetensors");
     candle_core::safetensors::save(&weights, &model_path).ctx("writing model.safetensors")?;
-    let opt_path = tmp.join("optimizer.safetensors");
-    candle_core::safetensors::save(&optimizer.state_tensors(params)?, &opt_path)
-        .ctx("writing optimizer.safetensors")?;
     fsync_file(&model_path)?;
-    fsync_file(&opt_path)?;
     let state_json =
         serde_json::to_vec_pretty(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
     write_atomic(tmp.join("state.json"), &state_json)?;
@@ -80,17 +119,23 @@ pub fn save(
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
     }
-    std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
-    if let Ok(d) = std::fs::File::open(&root) {
+    std::fs::rename(tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    if let Ok(d) = std::fs::File::open(root) {
         let _ = d.sync_all();
     }
     write_atomic(root.join(LATEST), name.as_bytes())?;
-    prune(&root, keep.max(1))?;
+    prune(root, keep.max(1))?;
     Ok(final_dir)
 }
 
-/// Rank 0 writes the checkpoint; every rank waits until it is complete, so a rank that dies
+/// Write a checkpoint from every rank and return once it is complete, so a rank that dies
 /// right after can only ever resume from a whole checkpoint.
+///
+/// Unsharded, rank 0 writes everything. With ZeRO-1 each rank's moments exist only on that
+/// rank, so all ranks write into one temporary folder that every rank can name (no process
+/// id in it): rank 0 creates it, each rank writes its `optimizer-rank{R}.safetensors`, and
+/// only after a barrier does rank 0 add the model, state and config, rename the folder and
+/// move `latest`: the rename still publishes every shard at once.
 pub fn save_synced(
     replicas: &mut Replicas,
     out: &Path,
@@ -100,8 +145,45 @@ pub fn save_synced(
     config_toml: &str,
     keep: usize,
 ) -> Result<Option<PathBuf>> {
-    let path = if replicas.rank() == 0 {
-        Some(save(out, params, optimizer, state, config_toml, keep)?)
+    let lead = replicas.rank() == 0;
+    let Some(shard) = optimizer.shard() else {
+        let path = if lead {
+            Some(save(out, params, optimizer, state, config_toml, keep)?)
+        } else {
+            None
+        };
+        replicas.barrier()?;
+        return Ok(path);
+    };
+    let root = checkpoints_dir(out);
+    let name = format!("step-{:08}", state.step);
+    let tmp = root.join(format!(".{name}.tmp.shards"));
+    if lead {
+        std::fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
+        fresh_dir(&tmp)?;
+    }
+    replicas.barrier()?;
+    write_optimizer(&tmp, params, optimizer)?;
+    replicas.barrier()?;
+    let path = if lead {
+        for r in 0..shard.world {
+            let p = tmp.join(shard_file(r));
+            if !p.exists() {
+                return Err(TrainError::Checkpoint {
+                    path: p,
+                    reason: format!("rank {r} did not write its optimizer shard"),
+                });
+            }
+        }
+        Some(finish(
+            &root,
+            &name,
+            &tmp,
+            params,
+            state,
+            config_toml,
+            keep,
+        )?)
     } else {
         None
     };
@@ -121,6 +203,8 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
             complete.push(name);
         } else if name.starts_with(".step-") && !name.ends_with(&format!(".{}", std::process::id()))
         {
+            // Stale: prune runs after this checkpoint's rename, while other ranks wait, so no
+            // rank is writing into a `.tmp.shards` folder now.
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -167,8 +251,19 @@ pub fn restore(
     let state: TrainState =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("state.json: {e}")))?;
     if state.config_hash != config_hash {
+        // `train.zero` is part of the hash; name it when that is the likely difference.
+        let written_sharded = dir.join(shard_file(0)).exists();
+        let hint = if written_sharded != optimizer.shard().is_some() {
+            format!(
+                " (it was written with train.zero = {}, this run has {})",
+                u8::from(written_sharded),
+                u8::from(!written_sharded)
+            )
+        } else {
+            String::new()
+        };
         return Err(bad(format!(
-            "written by a run with another config (hash {} vs {config_hash}); use a new train.out",
+            "written by a run with another config (hash {} vs {config_hash}){hint}; use a new train.out",
             &state.config_hash[..12.min(state.config_hash.len())]
         )));
     }
@@ -196,8 +291,38 @@ pub fn restore(
         }
         var.set(t).ctx("restoring a parameter")?;
     }
-    let opt = candle_core::safetensors::load(dir.join("optimizer.safetensors"), &Device::Cpu)
-        .map_err(|e| bad(format!("optimizer.safetensors: {e}")))?;
-    optimizer.load_state(params, &opt, state.step)?;
+    let file = optimizer_file(optimizer);
+    let path = dir.join(&file);
+    if let Some(shard) = optimizer.shard()
+        && state.world_size != shard.world
+    {
+        return Err(TrainError::Checkpoint {
+            path,
+            reason: format!(
+                "ZeRO-1 shards written by {} ranks, this run has {}: the optimiser state is partitioned by world size",
+                state.world_size, shard.world
+            ),
+        });
+    }
+    if !path.exists() {
+        let reason = if optimizer.shard().is_some() {
+            "missing: this rank's optimiser shard (train.zero = 1) was not written".to_string()
+        } else {
+            "missing".to_string()
+        };
+        return Err(TrainError::Checkpoint { path, reason });
+    }
+    let opt = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| {
+        TrainError::Checkpoint {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    optimizer
+        .load_state(params, &opt, state.step)
+        .map_err(|e| TrainError::Checkpoint {
+            path,
+            reason: e.to_string(),
+        })?;
     Ok(state)
 }

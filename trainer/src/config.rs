@@ -71,6 +71,16 @@ pub struct TrainConfig {
     /// Deadline of every collective, in seconds: a silent rank fails the run after this long.
     #[serde(default = "default_collective_timeout")]
     pub collective_timeout_s: u64,
+    /// ZeRO stage: 0 (off) or 1 (AdamW state sharded over ranks, PyTorch's
+    /// `ZeroRedundancyOptimizer`). Part of the config hash, so a checkpoint is only resumed
+    /// with the setting it was written with. Not serialised when 0: hashes of existing runs
+    /// stay the same.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zero: u8,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 fn default_bucket_mb() -> f64 {
@@ -214,6 +224,12 @@ impl TrainConfig {
         if self.bucket_mb.is_nan() || self.bucket_mb <= 0.0 {
             return bad("train.bucket_mb", "must be positive");
         }
+        if self.zero > 1 {
+            return bad(
+                "train.zero",
+                "must be 0 (off) or 1 (sharded optimiser state, ZeRO-1)",
+            );
+        }
         Ok(())
     }
 }
@@ -310,6 +326,12 @@ out = "out"
         assert_eq!(other.hash(), job.hash());
         other.optim.adamw.lr = 0.5;
         assert_ne!(other.hash(), job.hash());
+        // train.zero: absent means 0 and leaves the TOML (and so old hashes) unchanged; 1
+        // changes the hash, so a sharded checkpoint is never resumed unsharded.
+        assert!(!job.to_toml().contains("zero"));
+        let sharded = PretrainJob::load(&p, &["train.zero=1".into()]).unwrap();
+        assert_eq!(sharded.train.zero, 1);
+        assert_ne!(sharded.hash(), job.hash());
     }
 
     #[test]
@@ -322,6 +344,10 @@ out = "out"
             .unwrap_err()
             .to_string();
         assert!(err.contains("train.grad_accum"), "{err}");
+        let err = PretrainJob::load(&p, &["train.zero=2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.zero"), "{err}");
         let err = PretrainJob::load(&p, &["model.encoder.kind=\"transformer\"".into()])
             .unwrap_err()
             .to_string();

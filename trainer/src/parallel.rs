@@ -15,7 +15,7 @@ use uqa_comm::{
 };
 
 use crate::error::{CandleContext, Result, TrainError};
-use crate::optim::{Grads, Params, with_f32};
+use crate::optim::{AdamW, Grads, Params, with_f32};
 
 /// Gradient bytes moved and time spent in one step's all-reduce.
 #[derive(Debug, Clone, Copy, Default)]
@@ -162,6 +162,99 @@ impl Replicas {
         Ok(stats)
     }
 
+    /// One optimiser step: the AdamW update, then, when its state is sharded (ZeRO-1), the
+    /// updated parameters copied from their owners to every rank. Returns the broadcast's cost.
+    pub fn step_optimizer(
+        &mut self,
+        optimizer: &mut AdamW,
+        params: &Params,
+        grads: &Grads,
+        lr: f64,
+        grad_scale: f64,
+    ) -> Result<SyncStats> {
+        optimizer.step(params, grads, lr, grad_scale)?;
+        match optimizer.shard() {
+            Some(shard) => self.broadcast_owned(params, &shard.owners),
+            None => Ok(SyncStats::default()),
+        }
+    }
+
+    /// Copy each parameter from its owner (`owners[i]`) to every rank: owner by owner in rank
+    /// order, each owner's parameters in name order packed into buckets of at most
+    /// `bucket_elems` (a larger parameter goes alone). Every rank derives the same sequence of
+    /// broadcasts from `owners` and the shapes, so no sizes need exchanging; the bytes sent
+    /// are the owner's exactly, so replicas stay bit-identical.
+    pub fn broadcast_owned(&mut self, params: &Params, owners: &[usize]) -> Result<SyncStats> {
+        let Replicas::Distributed {
+            comm,
+            bucket_elems,
+            timeout,
+        } = self
+        else {
+            return Ok(SyncStats::default());
+        };
+        let start = Instant::now();
+        let (rank, world) = (comm.rank(), comm.world_size());
+        let mut stats = SyncStats::default();
+        let mut bucket: Vec<f32> = Vec::new();
+        for root in 0..world {
+            let mine: Vec<usize> = (0..params.len()).filter(|&i| owners[i] == root).collect();
+            let mut groups: Vec<Vec<usize>> = Vec::new();
+            let mut len = 0;
+            for &i in &mine {
+                let n = params.vars[i].elem_count();
+                match groups.last_mut() {
+                    Some(g) if len + n <= *bucket_elems => g.push(i),
+                    _ => {
+                        groups.push(vec![i]);
+                        len = 0;
+                    }
+                }
+                len += n;
+            }
+            for group in groups {
+                bucket.clear();
+                if rank == root {
+                    for &i in &group {
+                        with_f32(params.vars[i].as_tensor(), |s| bucket.extend_from_slice(s))?;
+                    }
+                } else {
+                    let total = group.iter().map(|&i| params.vars[i].elem_count()).sum();
+                    bucket.resize(total, 0.0);
+                }
+                comm.broadcast(&mut bucket, root, *timeout)?;
+                stats.bytes += bucket.len() * 4;
+                if rank != root {
+                    let mut at = 0;
+                    for &i in &group {
+                        let var = &params.vars[i];
+                        let n = var.elem_count();
+                        candle_core::Tensor::from_slice(
+                            &bucket[at..at + n],
+                            var.shape(),
+                            var.device(),
+                        )
+                        .and_then(|t| var.set(&t))
+                        .ctx("ZeRO-1 parameter broadcast")?;
+                        at += n;
+                    }
+                }
+            }
+        }
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    /// One count per rank (e.g. optimiser state bytes), in rank order, on every rank.
+    pub fn gather_counts(&mut self, value: u64) -> Result<Vec<u64>> {
+        let (rank, world) = (self.rank(), self.world_size());
+        // A sum of one-hot vectors: exact in f64 for counts below 2^53.
+        let mut v = vec![0.0f64; world];
+        v[rank] = value as f64;
+        self.sum(&mut v)?;
+        Ok(v.into_iter().map(|x| x as u64).collect())
+    }
+
     pub fn barrier(&mut self) -> Result<()> {
         let Replicas::Distributed { comm, timeout, .. } = self else {
             return Ok(());
@@ -251,5 +344,52 @@ mod tests {
             "{}",
             errs[1]
         );
+    }
+
+    #[test]
+    fn owned_parameters_reach_every_rank_in_buckets() {
+        use candle_core::{DType, Device};
+        let comms = LocalComm::group(3);
+        let sizes = [3usize, 4, 7, 2];
+        let owners = crate::optim::partition(&sizes, 3);
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                let owners = owners.clone();
+                std::thread::spawn(move || {
+                    let rank = c.rank();
+                    // Each rank's parameter i holds 10 * rank + i: after the broadcast it must
+                    // hold 10 * owner + i. Bucket cap 5 elements: some buckets pack two.
+                    let map = candle_nn::VarMap::new();
+                    let vb = candle_nn::VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+                    for (i, n) in sizes.iter().enumerate() {
+                        let value = (10 * rank + i) as f64;
+                        vb.get_with_hints(*n, &format!("p{i}"), candle_nn::Init::Const(value))
+                            .unwrap();
+                    }
+                    let params = Params::from_varmap(&map);
+                    let mut r =
+                        Replicas::with_comm(Box::new(c), 5.0 * 4.0 / 1e6, Duration::from_secs(10));
+                    let stats = r.broadcast_owned(&params, &owners).unwrap();
+                    let values: Vec<Vec<f32>> = params
+                        .vars
+                        .iter()
+                        .map(|v| v.as_tensor().to_vec1::<f32>().unwrap())
+                        .collect();
+                    (values, stats.bytes)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (values, bytes) = h.join().unwrap();
+            for (i, v) in values.iter().enumerate() {
+                assert_eq!(
+                    v,
+                    &vec![(10 * owners[i] + i) as f32; sizes[i]],
+                    "parameter {i}"
+                );
+            }
+            assert_eq!(bytes, 16 * 4);
+        }
     }
 }

@@ -22,7 +22,7 @@ use crate::config::PretrainJob;
 use crate::error::{CandleContext, Result, TrainError};
 use crate::eval::{RankingMetrics, evaluate};
 use crate::metrics::MetricsLog;
-use crate::optim::{AdamW, Grads, Params, clip_factor};
+use crate::optim::{AdamW, Grads, Params, Shard, clip_factor};
 use crate::parallel::Replicas;
 use crate::telemetry::{StepRecord, Telemetry};
 
@@ -98,7 +98,15 @@ pub fn pretrain_observed(
         );
     }
 
-    let mut optimizer = AdamW::new(job.optim.adamw, &params);
+    let shard = (job.train.zero == 1).then(|| Shard::new(&params, rank, world));
+    let mut optimizer = AdamW::with_shard(job.optim.adamw, &params, shard);
+    let state_bytes = replicas.gather_counts(optimizer.state_bytes() as u64)?;
+    if lead {
+        eprintln!(
+            "{}",
+            crate::optim::zero::describe(job.train.zero, &state_bytes)
+        );
+    }
     let hash = job.hash();
     let resumed_from = checkpoint::latest(out)?;
     let mut state = match &resumed_from {
@@ -217,7 +225,13 @@ pub fn pretrain_observed(
                 .optim
                 .schedule
                 .lr(job.optim.adamw.lr, state.step, total_steps);
-            optimizer.step(&params, &grads, lr, clip_factor(norm, job.optim.clip_norm))?;
+            let bcast = replicas.step_optimizer(
+                &mut optimizer,
+                &params,
+                &grads,
+                lr,
+                clip_factor(norm, job.optim.clip_norm),
+            )?;
             grads.zero();
             state.step += 1;
             state.sampler_position += rows.len();
@@ -241,6 +255,8 @@ pub fn pretrain_observed(
                     "grad_norm": norm, "step_seconds": step_s, "labels": labels, "world_size": world,
                     "allreduce_seconds": sync.seconds, "allreduce_bytes": sync.bytes,
                     "positions_per_second": global_positions / step_s,
+                    "param_broadcast_seconds": bcast.seconds, "param_broadcast_bytes": bcast.bytes,
+                    "optimizer_state_bytes": state_bytes,
                     "elapsed_seconds": started.elapsed().as_secs_f64(),
                 }))?;
             }

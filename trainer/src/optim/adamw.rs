@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::grads::{Grads, Params};
+use super::zero::Shard;
 use crate::error::{CandleContext, Result, TrainError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -57,6 +58,9 @@ pub struct AdamW {
     /// Per-parameter learning-rate multipliers (parameter groups: alignment's full strategy
     /// trains the LLM at its own rate).
     lr_scale: Vec<f64>,
+    /// ZeRO-1: the parameters whose moments this rank holds and updates (`None`: all of them;
+    /// the others have empty buffers).
+    shard: Option<Shard>,
 }
 
 /// One parameter's fused update, run in place on its storage.
@@ -123,11 +127,20 @@ impl InplaceOp1 for Kernel<'_> {
 
 impl AdamW {
     pub fn new(config: AdamWConfig, params: &Params) -> Self {
+        Self::with_shard(config, params, None)
+    }
+
+    /// An optimiser holding state only for the parameters `shard` gives this rank (all of them
+    /// when `None`). Buffers of other parameters stay empty: they are never allocated, so the
+    /// state takes about 1/world of the memory.
+    pub fn with_shard(config: AdamWConfig, params: &Params, shard: Option<Shard>) -> Self {
+        let owns = |i: usize| shard.as_ref().is_none_or(|s| s.owns(i));
         let zeros = || {
             params
                 .vars
                 .iter()
-                .map(|v| vec![0.0f32; v.elem_count()])
+                .enumerate()
+                .map(|(i, v)| vec![0.0f32; if owns(i) { v.elem_count() } else { 0 }])
                 .collect()
         };
         Self {
@@ -136,7 +149,22 @@ impl AdamW {
             m: zeros(),
             v: zeros(),
             lr_scale: vec![1.0; params.len()],
+            shard,
         }
+    }
+
+    /// The ZeRO-1 partition, when the state is sharded.
+    pub fn shard(&self) -> Option<&Shard> {
+        self.shard.as_ref()
+    }
+
+    fn owns(&self, param: usize) -> bool {
+        self.shard.as_ref().is_none_or(|s| s.owns(param))
+    }
+
+    /// Bytes of moment state this rank holds.
+    pub fn state_bytes(&self) -> usize {
+        self.m.iter().chain(&self.v).map(|b| b.len() * 4).sum()
     }
 
     /// Scales the learning rate of each parameter by `scale(name)`.
@@ -146,12 +174,17 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr`, gradients multiplied by `grad_scale` (clipping).
+    /// With a shard, only the owned parameters change: the caller broadcasts them from their
+    /// owners (`Replicas::step_optimizer` does both).
     pub fn step(&mut self, params: &Params, grads: &Grads, lr: f64, grad_scale: f64) -> Result<()> {
         self.step += 1;
         let (b1, b2) = self.config.betas;
         let bc1 = 1.0 - b1.powi(self.step as i32);
         let bc2 = 1.0 - b2.powi(self.step as i32);
         for (i, var) in params.vars.iter().enumerate() {
+            if !self.owns(i) {
+                continue;
+            }
             if !matches!(var.device(), Device::Cpu) {
                 return Err(TrainError::Invalid(
                     "the fused AdamW updates CPU tensors; GPU parameters need the cuda build"
@@ -179,10 +212,14 @@ impl AdamW {
         Ok(())
     }
 
-    /// Moment state as named tensors (`m.NAME`, `v.NAME`) for checkpoints.
+    /// Moment state as named tensors (`m.NAME`, `v.NAME`) for checkpoints: the owned
+    /// parameters' only, with a shard.
     pub fn state_tensors(&self, params: &Params) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (i, (name, var)) in params.names.iter().zip(&params.vars).enumerate() {
+            if !self.owns(i) {
+                continue;
+            }
             for (prefix, buf) in [("m", &self.m[i]), ("v", &self.v[i])] {
                 let t =
                     Tensor::from_slice(buf, var.shape(), &Device::Cpu).ctx("optimizer state")?;
@@ -199,7 +236,21 @@ impl AdamW {
         state: &HashMap<String, Tensor>,
         step: u64,
     ) -> Result<()> {
+        // Tensors of parameters this rank does not own mean another partition (world size,
+        // model) wrote the state: refuse rather than silently drop them.
+        let owned = (0..params.len()).filter(|&i| self.owns(i)).count();
+        if state.len() != 2 * owned {
+            return Err(TrainError::Invalid(format!(
+                "optimizer state holds {} tensors, this rank's {} parameters need {}",
+                state.len(),
+                owned,
+                2 * owned
+            )));
+        }
         for (i, (name, var)) in params.names.iter().zip(&params.vars).enumerate() {
+            if !self.owns(i) {
+                continue;
+            }
             for (prefix, buf) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
                 let key = format!("{prefix}.{name}");
                 let t = state.get(&key).ok_or_else(|| {
@@ -291,5 +342,73 @@ mod tests {
             (a.m.clone(), a.v.clone(), a.step),
             (b.m.clone(), b.v.clone(), b.step)
         );
+    }
+
+    /// Each rank of a 2-way shard updates exactly its parameters, with the values of the
+    /// unsharded optimiser, and holds and saves only their state.
+    #[test]
+    fn a_shard_updates_and_saves_only_its_parameters() {
+        let cfg = AdamWConfig {
+            lr: 0.1,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+        };
+        let make = || {
+            let map = VarMap::new();
+            let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+            vb.get_with_hints(4, "a", candle_nn::Init::Const(1.0))
+                .unwrap();
+            vb.get_with_hints(2, "b", candle_nn::Init::Const(-1.0))
+                .unwrap();
+            Params::from_varmap(&map)
+        };
+        let grads = Grads {
+            bufs: vec![vec![0.3, -0.2, 0.1, 0.5], vec![0.7, -0.4]],
+        };
+        let values = |p: &Params| -> Vec<Vec<f32>> {
+            p.vars
+                .iter()
+                .map(|v| v.as_tensor().to_vec1::<f32>().unwrap())
+                .collect()
+        };
+        let full = make();
+        let mut reference =
+            AdamW::new(cfg, &full).with_lr_scales(&full, |n| if n == "b" { 0.5 } else { 1.0 });
+        reference.step(&full, &grads, 0.1, 0.9).unwrap();
+        for rank in 0..2 {
+            let params = make();
+            let before = values(&params);
+            let shard = Shard::new(&params, rank, 2);
+            assert_eq!(shard.owners, vec![0, 1]);
+            let mut opt = AdamW::with_shard(cfg, &params, Some(shard))
+                .with_lr_scales(&params, |n| if n == "b" { 0.5 } else { 1.0 });
+            assert_eq!(opt.state_bytes(), 2 * 4 * [4, 2][rank]);
+            opt.step(&params, &grads, 0.1, 0.9).unwrap();
+            let after = values(&params);
+            for i in 0..2 {
+                let want = if i == rank {
+                    &values(&full)[i]
+                } else {
+                    &before[i]
+                };
+                assert_eq!(&after[i], want, "rank {rank}, parameter {i}");
+            }
+            let state = opt.state_tensors(&params).unwrap();
+            let name = ["a", "b"][rank];
+            let mut keys: Vec<_> = state.keys().cloned().collect();
+            keys.sort();
+            assert_eq!(keys, vec![format!("m.{name}"), format!("v.{name}")]);
+            // Its own shard loads; the whole state does not.
+            let mut again = AdamW::with_shard(cfg, &params, Some(Shard::new(&params, rank, 2)));
+            again.load_state(&params, &state, 1).unwrap();
+            assert_eq!((&again.m, &again.v), (&opt.m, &opt.v));
+            let whole = reference.state_tensors(&full).unwrap();
+            let err = again
+                .load_state(&params, &whole, 1)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("holds 4 tensors"), "{err}");
+        }
     }
 }
