@@ -1,12 +1,14 @@
 //! ZeRO-1 (`train.zero = 1`) through the CLI on the tiny preset: sharded AdamW state trains to
 //! the same weights as replicated state, bit for bit, for `uqa pretrain` and `uqa align`; each
 //! rank's `optimizer-rank{R}.safetensors` holds about half of the state on 2 ranks; a sharded
-//! run stopped and resumed equals an uninterrupted one bit for bit; resuming with another
-//! `train.zero`, another world size or a missing shard fails naming the cause.
+//! run stopped and resumed, or killed (SIGKILL of a rank, gang restart), equals an
+//! uninterrupted one bit for bit; resuming with another `train.zero`, another world size or a
+//! missing shard fails naming the cause.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -331,4 +333,112 @@ fn sharded_full_alignment_equals_replicated() {
         .collect();
     assert_eq!(shards.iter().sum::<usize>(), whole);
     assert!(shards.iter().all(|&s| s < whole), "{shards:?} of {whole}");
+}
+
+/// Pid of the rank-`rank` process of the run writing to `out`, found through /proc.
+fn rank_pid(out: &Path, rank: usize) -> Option<i32> {
+    let needle = out.display().to_string();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains("pretrain") || !cmdline.contains(&needle) || cmdline.contains("launch")
+        {
+            continue;
+        }
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if env
+            .split(|&b| b == 0)
+            .any(|kv| kv == format!("RANK={rank}").as_bytes())
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_killed_sharded_run_restarts_and_ends_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let (clean, faulty) = (dir.path().join("clean"), dir.path().join("faulty"));
+    let exe = env!("CARGO_BIN_EXE_uqa");
+    let launch = |out: &Path, restarts: u32| {
+        Command::new(exe)
+            .args(["launch", "--standalone", "--nproc-per-node", "2"])
+            .args([
+                "--max-restarts",
+                &restarts.to_string(),
+                "--grace-period",
+                "2",
+            ])
+            .args([
+                "--",
+                exe,
+                "pretrain",
+                "--config",
+                &config("tiny_sasrec.toml"),
+            ])
+            .args(["--set", &format!("data.dir=\"{}\"", data.display())])
+            .args(["--set", &format!("train.out=\"{}\"", out.display())])
+            .args([
+                "--set",
+                "train.epochs=2",
+                "--set",
+                "train.checkpoint_every=2",
+            ])
+            .args(["--set", "train.log_every=1", "--set", "train.zero=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = launch(&clean, 0).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let child = launch(&faulty, 1);
+    // After a few steps (and a checkpoint), SIGKILL rank 1: its shard exists only on disk.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let victim = loop {
+        assert!(Instant::now() < deadline, "the run never reached step 5");
+        let steps = std::fs::read_to_string(faulty.join("metrics.jsonl"))
+            .map(|s| s.lines().filter(|l| l.contains("\"loss\"")).count())
+            .unwrap_or(0);
+        if steps >= 5
+            && let Some(pid) = rank_pid(&faulty, 1)
+        {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let killed = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.status.success(), "restarted run failed: {text}");
+    assert!(text.contains("resumed from"), "{text}");
+    let (a, b) = (latest(&clean), latest(&faulty));
+    for file in [
+        "model.safetensors",
+        "optimizer-rank0.safetensors",
+        "optimizer-rank1.safetensors",
+    ] {
+        assert!(
+            std::fs::read(a.join(file)).unwrap() == std::fs::read(b.join(file)).unwrap(),
+            "{file} differs after the restart"
+        );
+    }
 }

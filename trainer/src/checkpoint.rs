@@ -304,13 +304,25 @@ pub fn restore(
             ),
         });
     }
+    // Every rank checks every shard, not just its own: then all ranks stop with the same
+    // error naming the missing file, instead of the others failing later in a collective
+    // with "rank R closed the connection".
+    if let Some(shard) = optimizer.shard() {
+        for r in 0..shard.world {
+            let p = dir.join(shard_file(r));
+            if !p.exists() {
+                return Err(TrainError::Checkpoint {
+                    path: p,
+                    reason: format!("missing: rank {r}'s optimiser shard (train.zero = 1)"),
+                });
+            }
+        }
+    }
     if !path.exists() {
-        let reason = if optimizer.shard().is_some() {
-            "missing: this rank's optimiser shard (train.zero = 1) was not written".to_string()
-        } else {
-            "missing".to_string()
-        };
-        return Err(TrainError::Checkpoint { path, reason });
+        return Err(TrainError::Checkpoint {
+            path,
+            reason: "missing".into(),
+        });
     }
     let opt = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| {
         TrainError::Checkpoint {
