@@ -101,6 +101,7 @@ pub fn pretrain_observed(
     let shard = (job.train.zero == 1).then(|| Shard::new(&params, rank, world));
     let mut optimizer = AdamW::with_shard(job.optim.adamw, &params, shard);
     let state_bytes = replicas.gather_counts(optimizer.state_bytes() as u64)?;
+    telemetry.record_optimizer_state(optimizer.state_bytes());
     if lead {
         eprintln!(
             "{}",

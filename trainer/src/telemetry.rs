@@ -25,6 +25,7 @@
 //! | `uqa_train_world_size` | gauge | ranks in the run |
 //! | `uqa_restarts` | gauge | gang restarts before this process (`UQA_RESTART_COUNT`, `TORCHELASTIC_RESTART_COUNT`) |
 //! | `uqa_process_resident_memory_bytes` | gauge | resident set size, read at scrape time |
+//! | `uqa_optimizer_state_bytes` | gauge | AdamW moment bytes this rank holds (about 1/world of the total with `train.zero = 1`) |
 //! | `uqa_eval_hit_ratio`, `uqa_eval_ndcg` | gauge | last evaluation (rank 0), labels `protocol`, `k` |
 //!
 //! Port choice: the default base port is 9450, clear of node_exporter (9100) and NVIDIA's
@@ -195,6 +196,13 @@ impl Telemetry {
         }
     }
 
+    /// This rank's optimiser state size, reported once at start-up.
+    pub fn record_optimizer_state(&self, bytes: usize) {
+        if let Some((m, _)) = &self.active {
+            m.optimizer_state_bytes.set(bytes as f64);
+        }
+    }
+
     pub fn record_eval(&self, epoch: u64, m: &RankingMetrics) {
         if let Some((t, _)) = &self.active {
             t.record_eval(epoch, m);
@@ -232,6 +240,7 @@ pub struct TrainMetrics {
     step: Gauge,
     epoch: Gauge,
     rss: Gauge,
+    optimizer_state_bytes: Gauge,
     eval_hr: GaugeVec,
     eval_ndcg: GaugeVec,
 }
@@ -326,6 +335,10 @@ impl TrainMetrics {
             rss: gauge(
                 "uqa_process_resident_memory_bytes",
                 "Resident set size of this rank's process, read at scrape time.",
+            )?,
+            optimizer_state_bytes: gauge(
+                "uqa_optimizer_state_bytes",
+                "Bytes of AdamW moment state this rank holds (a shard of it with train.zero = 1).",
             )?,
             eval_hr: eval_vec(
                 "uqa_eval_hit_ratio",
@@ -662,6 +675,7 @@ mod tests {
         );
         eval.sampled = BTreeMap::from([(10, HitNdcg { hr: 0.9, ndcg: 0.6 })]);
         m.record_eval(2, &eval);
+        m.optimizer_state_bytes.set(4096.0);
         let text = String::from_utf8(m.render().unwrap()).unwrap();
         let types = [
             ("uqa_train_loss", "gauge"),
@@ -679,6 +693,7 @@ mod tests {
             ("uqa_train_world_size", "gauge"),
             ("uqa_restarts", "gauge"),
             ("uqa_process_resident_memory_bytes", "gauge"),
+            ("uqa_optimizer_state_bytes", "gauge"),
             ("uqa_eval_hit_ratio", "gauge"),
             ("uqa_eval_ndcg", "gauge"),
         ];
@@ -705,6 +720,7 @@ mod tests {
         assert_eq!(value("uqa_allreduce_seconds_total{rank=\"1\"}"), 0.25);
         assert_eq!(value("uqa_restarts{rank=\"1\"}"), 3.0);
         assert_eq!(value("uqa_train_world_size{rank=\"1\"}"), 2.0);
+        assert_eq!(value("uqa_optimizer_state_bytes{rank=\"1\"}"), 4096.0);
         assert_eq!(
             value("uqa_train_step_duration_seconds_bucket{rank=\"1\",le=\"0.64\"}"),
             2.0

@@ -185,6 +185,7 @@ pub fn align_observed(
             }
         });
     let state_bytes = replicas.gather_counts(optimizer.state_bytes() as u64)?;
+    telemetry.record_optimizer_state(optimizer.state_bytes());
     if lead {
         eprintln!(
             "align: {} questions, LLM {} ({} parameters), {} trainable parameters ({:?})",
