@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-8}
-uqa=${UQA:-target/release/uqa}
+uqa=${UQA:-${CARGO_TARGET_DIR:-target}/release/uqa}
 out=runs/bench_align
 qs=runs/quickstart
 [ -x "$uqa" ] || cargo build --release

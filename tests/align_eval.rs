@@ -645,3 +645,71 @@ fn ctr_mode_scores_yes_no_over_all_ranks_together() {
         "{err}"
     );
 }
+
+#[test]
+fn evaluation_refuses_mismatched_runs_and_counts_unaskable_questions() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path());
+    let run = dir.path().join("run");
+    ok(align(1, &f, &run, &["train.max_steps=1"]), "align");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let eval = |out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_uqa"))
+            .args([
+                "eval",
+                "--run",
+                run.to_str().unwrap(),
+                "--out",
+                dir.path().join(out).to_str().unwrap(),
+                "--limit",
+                "10",
+                "--max-new-tokens",
+                "2",
+            ])
+            .output()
+            .unwrap()
+    };
+
+    // Questions longer than the context: skipped with their reason, never truncated; when none
+    // is left the run fails naming the file.
+    std::fs::write(
+        run.join("config.toml"),
+        config.replace("max_text_len = 128", "max_text_len = 8"),
+    )
+    .unwrap();
+    let o = eval("short");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("align_data_eval.arrow")
+            && err.contains("10 skipped")
+            && err.contains("context limit"),
+        "{err}"
+    );
+
+    // A checkpoint of another adapter.
+    let qformer = config.replace(
+        "kind = \"mean_pool\"",
+        "kind = \"q_former\"\nqueries = 4\nheads = 4",
+    );
+    assert_ne!(qformer, config, "{config}");
+    std::fs::write(run.join("config.toml"), qformer).unwrap();
+    let o = eval("other");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("model.safetensors") && err.contains("another adapter"),
+        "{err}"
+    );
+
+    // The untouched run evaluates.
+    std::fs::write(run.join("config.toml"), &config).unwrap();
+    ok(eval("fine"), "eval");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("fine/eval.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["answered"].as_u64().unwrap() + summary["skipped"].as_array().unwrap().len() as u64,
+        10
+    );
+}

@@ -50,7 +50,7 @@ pub struct EvalJob {
 pub enum EvalOutcome {
     Generated {
         summary: EvalSummary,
-        scores: ScoreReport,
+        scores: Box<ScoreReport>,
         out: PathBuf,
     },
     Ctr {
@@ -107,6 +107,19 @@ pub fn evaluate_with(job: &EvalJob, replicas: &mut Replicas) -> Result<Option<Ev
         .unwrap_or_else(|| align.data.qa_dir.join(&align.data.eval_file));
     let started = Instant::now();
     let set = load_questions(&align, &m, &dataset, &file, Render::Prompt, job.limit)?;
+    if set.is_empty() {
+        let first = set
+            .skipped
+            .first()
+            .map_or("the file is empty".into(), |(row, reason)| {
+                format!("row {row}: {reason}")
+            });
+        return Err(EvalError::Invalid(format!(
+            "{}: no question can be asked ({} skipped; first: {first})",
+            file.display(),
+            set.skipped.len()
+        )));
+    }
     let soft = matches!(align.prompt, PromptConfig::Soft { .. });
     if job.ctr {
         return ctr(job, replicas, &align, &m, &set, &file, soft, started);
@@ -231,7 +244,7 @@ pub fn evaluate_with(job: &EvalJob, replicas: &mut Replicas) -> Result<Option<Ev
     let scores = score_file(&predictions)?;
     Ok(Some(EvalOutcome::Generated {
         summary,
-        scores,
+        scores: Box::new(scores),
         out,
     }))
 }

@@ -80,7 +80,7 @@ pub fn run(a: EvalArgs) -> CliResult {
             let name = out.display().to_string();
             println!(
                 "{}",
-                table2_markdown(&[(name, scores)], Averaging::Micro, Rule::Prefix)
+                table2_markdown(&[(name, *scores)], Averaging::Micro, Rule::Prefix)
             );
             println!(
                 "{} questions answered ({} skipped) on {} rank(s) in {:.1} s: {:.2} questions/s",
