@@ -3,36 +3,15 @@
 //! `uqa eval` on 2 ranks answers every question once, in the original order, exactly as one
 //! process does; bad inputs fail with the file named.
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn uqa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uqa"))
-        .args(args)
-        .output()
-        .expect("run uqa")
-}
-
-fn ok(o: Output, what: &str) -> Output {
-    assert!(
-        o.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    o
-}
-
-fn config(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("configs/tests")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 /// Dataset, questions and a briefly pre-trained encoder under `dir`.
 struct Fixture {
@@ -152,45 +131,6 @@ fn eval(ranks: usize, run: &Path, out: &Path) -> Output {
     Command::new(&exe).args(&args).output().expect("run")
 }
 
-fn read_safetensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let data = &bytes[8 + n..];
-    let mut out = BTreeMap::new();
-    for (name, info) in header.as_object().unwrap() {
-        if name == "__metadata__" {
-            continue;
-        }
-        let (a, b) = (
-            info["data_offsets"][0].as_u64().unwrap() as usize,
-            info["data_offsets"][1].as_u64().unwrap() as usize,
-        );
-        let values = data[a..b]
-            .chunks(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        out.insert(name.clone(), values);
-    }
-    out
-}
-
-fn final_weights(out: &Path) -> BTreeMap<String, Vec<f32>> {
-    let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
-    read_safetensors(
-        &out.join("checkpoints")
-            .join(latest.trim())
-            .join("model.safetensors"),
-    )
-}
-
-fn max_difference(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .flat_map(|(name, x)| x.iter().zip(&b[name]).map(|(p, q)| (p - q).abs()))
-        .fold(0.0, f32::max)
-}
-
 fn loss_line(stdout: &[u8]) -> (f64, f64) {
     let s = String::from_utf8_lossy(stdout);
     let line = s
@@ -277,7 +217,7 @@ fn strategies_train_what_they_name_and_two_ranks_equal_one() {
         "align on 2 ranks",
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("[rank1]:"));
-    let diff = max_difference(&final_weights(&adapter), &final_weights(&two));
+    let (diff, _) = max_difference(&final_weights(&adapter), &final_weights(&two));
     assert!(diff < 1e-4, "2 ranks differ from 1 by {diff}");
 
     // Evaluation: 2 ranks answer every question once, in order, as 1 process does.

@@ -2,40 +2,18 @@
 //! weights (within floating-point reordering) as 1 process with the same global batch, for
 //! every encoder; ranks with different configs refuse to start.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::*;
+
+use std::path::Path;
 use std::process::{Command, Output};
-
-use serde_json::Value;
-
-fn uqa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uqa"))
-        .args(args)
-        .output()
-        .expect("run uqa")
-}
 
 fn config() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("configs/tests/tiny_sasrec.toml")
         .display()
         .to_string()
-}
-
-fn tiny_data(dir: &Path) -> PathBuf {
-    let ds = dir.join("tiny");
-    let o = uqa(&[
-        "data",
-        "synth",
-        "--preset",
-        "tiny",
-        "--tokenizer",
-        "builtin",
-        "--out",
-        ds.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
-    ds
 }
 
 /// `uqa pretrain` on `ranks` processes (plain when 1, under `uqa launch` otherwise).
@@ -74,54 +52,6 @@ fn run(ranks: usize, data: &Path, out: &Path, extra: &[String]) -> Output {
         String::from_utf8_lossy(&o.stdout)
     );
     o
-}
-
-/// Tensors of a safetensors file (f32 only), by name.
-fn read_safetensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let data = &bytes[8 + n..];
-    let mut out = BTreeMap::new();
-    for (name, info) in header.as_object().unwrap() {
-        if name == "__metadata__" {
-            continue;
-        }
-        assert_eq!(info["dtype"], "F32");
-        let (a, b) = (
-            info["data_offsets"][0].as_u64().unwrap() as usize,
-            info["data_offsets"][1].as_u64().unwrap() as usize,
-        );
-        let values = data[a..b]
-            .chunks(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        out.insert(name.clone(), values);
-    }
-    out
-}
-
-fn final_weights(out: &Path) -> BTreeMap<String, Vec<f32>> {
-    let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
-    read_safetensors(
-        &out.join("checkpoints")
-            .join(latest.trim())
-            .join("model.safetensors"),
-    )
-}
-
-fn max_difference(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> (f32, String) {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    let mut worst = (0.0f32, String::new());
-    for (name, x) in a {
-        for (p, q) in x.iter().zip(&b[name]) {
-            let d = (p - q).abs();
-            if d > worst.0 {
-                worst = (d, name.clone());
-            }
-        }
-    }
-    worst
 }
 
 fn encoder_overrides(kind: &str) -> Vec<String> {

@@ -3,7 +3,11 @@
 //! uninterrupted run's bit for bit; a crash while a checkpoint is being written leaves the
 //! previous one loadable.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::*;
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,25 +16,6 @@ fn config() -> String {
         .join("configs/tests/tiny_sasrec.toml")
         .display()
         .to_string()
-}
-
-fn tiny_data(dir: &Path) -> PathBuf {
-    let ds = dir.join("tiny");
-    let o = Command::new(env!("CARGO_BIN_EXE_uqa"))
-        .args([
-            "data",
-            "synth",
-            "--preset",
-            "tiny",
-            "--tokenizer",
-            "builtin",
-            "--out",
-            ds.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    ds
 }
 
 fn launch(data: &Path, out: &Path, restarts: u32) -> Child {
@@ -77,30 +62,6 @@ fn final_weights(out: &Path) -> Vec<u8> {
             .join("model.safetensors"),
     )
     .unwrap()
-}
-
-/// Pid of the rank-`rank` process of the run writing to `out`, found through /proc.
-fn rank_pid(out: &Path, rank: usize) -> Option<i32> {
-    let needle = out.display().to_string();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if !cmdline.contains("pretrain") || !cmdline.contains(&needle) || cmdline.contains("launch")
-        {
-            continue;
-        }
-        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        if env
-            .split(|&b| b == 0)
-            .any(|kv| kv == format!("RANK={rank}").as_bytes())
-        {
-            return Some(pid);
-        }
-    }
-    None
 }
 
 fn logged_steps(out: &Path) -> usize {

@@ -5,55 +5,16 @@
 //! uninterrupted one bit for bit; resuming with another `train.zero`, another world size or a
 //! missing shard fails naming the cause.
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn uqa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uqa"))
-        .args(args)
-        .output()
-        .expect("run uqa")
-}
-
-fn ok(o: Output, what: &str) -> Output {
-    assert!(
-        o.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    o
-}
-
-fn config(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("configs/tests")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-fn tiny_data(dir: &Path) -> PathBuf {
-    let ds = dir.join("tiny");
-    ok(
-        uqa(&[
-            "data",
-            "synth",
-            "--preset",
-            "tiny",
-            "--tokenizer",
-            "builtin",
-            "--out",
-            ds.to_str().unwrap(),
-        ]),
-        "synth",
-    );
-    ds
-}
 
 /// `uqa JOB --config CONFIG` on `ranks` processes (plain when 1, under `uqa launch` otherwise)
 /// with `--set` overrides.
@@ -90,36 +51,6 @@ fn pretrain(ranks: usize, data: &Path, out: &Path, extra: &[&str]) -> Output {
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
     run(ranks, "pretrain", "tiny_sasrec.toml", &sets)
-}
-
-/// Tensors of a safetensors file (f32 only), by name.
-fn read_safetensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let data = &bytes[8 + n..];
-    let mut out = BTreeMap::new();
-    for (name, info) in header.as_object().unwrap() {
-        if name == "__metadata__" {
-            continue;
-        }
-        assert_eq!(info["dtype"], "F32");
-        let (a, b) = (
-            info["data_offsets"][0].as_u64().unwrap() as usize,
-            info["data_offsets"][1].as_u64().unwrap() as usize,
-        );
-        let values = data[a..b]
-            .chunks(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        out.insert(name.clone(), values);
-    }
-    out
-}
-
-fn latest(out: &Path) -> PathBuf {
-    let name = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
-    out.join("checkpoints").join(name.trim())
 }
 
 fn elements(t: &BTreeMap<String, Vec<f32>>) -> usize {
@@ -333,30 +264,6 @@ fn sharded_full_alignment_equals_replicated() {
         .collect();
     assert_eq!(shards.iter().sum::<usize>(), whole);
     assert!(shards.iter().all(|&s| s < whole), "{shards:?} of {whole}");
-}
-
-/// Pid of the rank-`rank` process of the run writing to `out`, found through /proc.
-fn rank_pid(out: &Path, rank: usize) -> Option<i32> {
-    let needle = out.display().to_string();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if !cmdline.contains("pretrain") || !cmdline.contains(&needle) || cmdline.contains("launch")
-        {
-            continue;
-        }
-        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        if env
-            .split(|&b| b == 0)
-            .any(|kv| kv == format!("RANK={rank}").as_bytes())
-        {
-            return Some(pid);
-        }
-    }
-    None
 }
 
 #[test]

@@ -128,6 +128,68 @@ fn finish(
     Ok(final_dir)
 }
 
+/// Where a run writes its checkpoints: the output folder, the resolved config saved in each,
+/// and how many to keep.
+pub struct Checkpointer {
+    pub out: PathBuf,
+    pub config_toml: String,
+    pub keep: usize,
+}
+
+impl Checkpointer {
+    /// [`save_synced`] with this run's folder, config and retention.
+    pub fn save(
+        &self,
+        replicas: &mut Replicas,
+        params: &Params,
+        optimizer: &AdamW,
+        state: &TrainState,
+    ) -> Result<Option<PathBuf>> {
+        save_synced(
+            replicas,
+            &self.out,
+            params,
+            optimizer,
+            state,
+            &self.config_toml,
+            self.keep,
+        )
+    }
+}
+
+/// Resume from the latest checkpoint in `out` (parameters and optimiser state restored), or
+/// start at step 0. A checkpoint written by another world size is refused: the sampler
+/// positions would differ. Returns the state and the checkpoint resumed from.
+pub fn resume_or_start(
+    out: &Path,
+    params: &Params,
+    optimizer: &mut AdamW,
+    config_hash: &str,
+    world_size: usize,
+) -> Result<(TrainState, Option<PathBuf>)> {
+    let Some(dir) = latest(out)? else {
+        let fresh = TrainState {
+            step: 0,
+            epoch: 0,
+            sampler_position: 0,
+            config_hash: config_hash.to_string(),
+            world_size,
+        };
+        return Ok((fresh, None));
+    };
+    let s = restore(&dir, params, optimizer, config_hash)?;
+    if s.world_size != world_size {
+        return Err(TrainError::Checkpoint {
+            path: dir,
+            reason: format!(
+                "written by {} ranks, this run has {world_size}: the sampler positions differ",
+                s.world_size
+            ),
+        });
+    }
+    Ok((s, Some(dir)))
+}
+
 /// Write a checkpoint from every rank and return once it is complete, so a rank that dies
 /// right after can only ever resume from a whole checkpoint.
 ///

@@ -197,19 +197,33 @@ impl PretrainJob {
     /// run (`train.max_steps`, `train.epochs`, timeouts, the `[metrics]` endpoint).
     pub fn hash(&self) -> String {
         let mut c = self.clone();
-        c.train.max_steps = 0;
-        c.train.epochs = 0;
-        c.train.collective_timeout_s = 0;
+        c.train = c.train.without_run_limits();
         // The default endpoint is not serialised: hashes equal those from before `[metrics]`.
         c.metrics = MetricsConfig::default();
-        Sha256::digest(c.to_toml().as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        sha256_hex(&c.to_toml())
     }
 }
 
+/// Hex SHA-256 of a resolved config, the identity checkpoints carry.
+pub(crate) fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl TrainConfig {
+    /// The settings that may change on resume without changing the run (step limits,
+    /// timeouts) reset, for config hashes.
+    pub fn without_run_limits(&self) -> TrainConfig {
+        TrainConfig {
+            max_steps: 0,
+            epochs: 0,
+            collective_timeout_s: 0,
+            ..self.clone()
+        }
+    }
+
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |key: &str, reason: &str| Err(TrainError::config(path, key, reason));
         if self.batch_size == 0 {

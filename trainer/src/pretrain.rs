@@ -17,7 +17,7 @@ use uqa_data::dataset::Dataset;
 use uqa_data::sampler::{DistributedSampler, SamplerConfig, SamplerState};
 use uqa_models::{PretrainModel, seeded_var_builder};
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, Checkpointer, TrainState};
 use crate::config::PretrainJob;
 use crate::error::{CandleContext, Result, TrainError};
 use crate::eval::{RankingMetrics, evaluate};
@@ -109,41 +109,25 @@ pub fn pretrain_observed(
         );
     }
     let hash = job.hash();
-    let resumed_from = checkpoint::latest(out)?;
-    let mut state = match &resumed_from {
-        Some(dir) => {
-            let s = checkpoint::restore(dir, &params, &mut optimizer, &hash)?;
-            if s.world_size != world {
-                return Err(TrainError::Checkpoint {
-                    path: dir.clone(),
-                    reason: format!(
-                        "written by {} ranks, this run has {world}: the sampler positions differ",
-                        s.world_size
-                    ),
-                });
-            }
-            if lead {
-                eprintln!(
-                    "resumed from {} (step {}, epoch {})",
-                    dir.display(),
-                    s.step,
-                    s.epoch
-                );
-            }
-            s
-        }
-        None => TrainState {
-            step: 0,
-            epoch: 0,
-            sampler_position: 0,
-            config_hash: hash.clone(),
-            world_size: world,
-        },
-    };
+    let (mut state, resumed_from) =
+        checkpoint::resume_or_start(out, &params, &mut optimizer, &hash, world)?;
+    if let (Some(dir), true) = (&resumed_from, lead) {
+        eprintln!(
+            "resumed from {} (step {}, epoch {})",
+            dir.display(),
+            state.step,
+            state.epoch
+        );
+    }
     // Identical start on every rank, as DDP does (the seeded initialisation already agrees;
     // this also covers weights restored from a checkpoint).
     replicas.broadcast_params(&params)?;
     let config_toml = job.to_toml();
+    let checkpointer = Checkpointer {
+        out: out.clone(),
+        config_toml: config_toml.clone(),
+        keep: job.train.keep_checkpoints,
+    };
     let mut log = if lead {
         uqa_data::atomic::write_atomic(out.join("config.toml"), config_toml.as_bytes())?;
         MetricsLog::open(&out.join("metrics.jsonl"))?
@@ -273,15 +257,7 @@ pub fn pretrain_observed(
                 false,
             );
             if job.train.checkpoint_every > 0 && state.step % job.train.checkpoint_every == 0 {
-                last_checkpoint = checkpoint::save_synced(
-                    replicas,
-                    out,
-                    &params,
-                    &optimizer,
-                    &state,
-                    &config_toml,
-                    job.train.keep_checkpoints,
-                )?;
+                last_checkpoint = checkpointer.save(replicas, &params, &optimizer, &state)?;
             }
         }
         // Epoch complete (unless max_steps cut it short: then the loop above broke out).
@@ -294,15 +270,7 @@ pub fn pretrain_observed(
                 &model, &ds, job, &state, &mut log, telemetry, &label,
             )?);
         }
-        last_checkpoint = checkpoint::save_synced(
-            replicas,
-            out,
-            &params,
-            &optimizer,
-            &state,
-            &config_toml,
-            job.train.keep_checkpoints,
-        )?;
+        last_checkpoint = checkpointer.save(replicas, &params, &optimizer, &state)?;
     }
     // Stopped by train.max_steps inside an epoch: evaluate and checkpoint where it stands.
     if state.step >= total_steps && state.sampler_position > 0 {
@@ -311,15 +279,7 @@ pub fn pretrain_observed(
                 &model, &ds, job, &state, &mut log, telemetry, "final",
             )?);
         }
-        last_checkpoint = checkpoint::save_synced(
-            replicas,
-            out,
-            &params,
-            &optimizer,
-            &state,
-            &config_toml,
-            job.train.keep_checkpoints,
-        )?;
+        last_checkpoint = checkpointer.save(replicas, &params, &optimizer, &state)?;
     }
     replicas.barrier()?;
     Ok(PretrainOutcome {

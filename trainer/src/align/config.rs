@@ -5,12 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uqa_models::adapter::AdapterConfig;
 use uqa_models::llm::LoraConfig;
 use uqa_models::soft_prompt::Placement;
 
-use crate::config::{OptimConfig, TrainConfig, load_toml};
+use crate::config::{OptimConfig, TrainConfig, load_toml, sha256_hex};
 use crate::error::{Result, TrainError};
 use crate::telemetry::MetricsConfig;
 
@@ -202,14 +201,9 @@ impl AlignJob {
     /// SHA-256 of the resolved config minus what may change on resume.
     pub fn hash(&self) -> String {
         let mut c = self.clone();
-        c.train.max_steps = 0;
-        c.train.epochs = 0;
-        c.train.collective_timeout_s = 0;
+        c.train = c.train.without_run_limits();
         c.metrics = MetricsConfig::default();
-        Sha256::digest(c.to_toml().as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        sha256_hex(&c.to_toml())
     }
 }
 

@@ -25,7 +25,7 @@ pub use config::{AlignJob, LlmSource, PromptConfig, Strategy};
 pub use model::{AlignModel, build, load_aligned};
 pub use questions::{QuestionSet, Render, TextHistory};
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, Checkpointer};
 use crate::error::{CandleContext, Result, TrainError};
 use crate::metrics::MetricsLog;
 use crate::optim::{AdamW, Grads, Params, Shard, clip_factor};
@@ -202,31 +202,15 @@ pub fn align_observed(
     }
 
     let hash = job.hash();
-    let resumed_from = checkpoint::latest(out)?;
-    let mut state = match &resumed_from {
-        Some(dir) => {
-            let s = checkpoint::restore(dir, &params, &mut optimizer, &hash)?;
-            if s.world_size != world {
-                return Err(TrainError::Checkpoint {
-                    path: dir.clone(),
-                    reason: format!(
-                        "written by {} ranks, this run has {world}: the sampler positions differ",
-                        s.world_size
-                    ),
-                });
-            }
-            s
-        }
-        None => TrainState {
-            step: 0,
-            epoch: 0,
-            sampler_position: 0,
-            config_hash: hash.clone(),
-            world_size: world,
-        },
-    };
+    let (mut state, resumed_from) =
+        checkpoint::resume_or_start(out, &params, &mut optimizer, &hash, world)?;
     replicas.broadcast_params(&params)?;
     let config_toml = job.to_toml();
+    let checkpointer = Checkpointer {
+        out: out.clone(),
+        config_toml: config_toml.clone(),
+        keep: job.train.keep_checkpoints,
+    };
     let mut log = if lead {
         uqa_data::atomic::write_atomic(out.join("config.toml"), config_toml.as_bytes())?;
         MetricsLog::open(&out.join("metrics.jsonl"))?
@@ -360,39 +344,15 @@ pub fn align_observed(
                 false,
             );
             if job.train.checkpoint_every > 0 && state.step % job.train.checkpoint_every == 0 {
-                last_checkpoint = checkpoint::save_synced(
-                    replicas,
-                    out,
-                    &params,
-                    &optimizer,
-                    &state,
-                    &config_toml,
-                    job.train.keep_checkpoints,
-                )?;
+                last_checkpoint = checkpointer.save(replicas, &params, &optimizer, &state)?;
             }
         }
         state.epoch += 1;
         state.sampler_position = 0;
-        last_checkpoint = checkpoint::save_synced(
-            replicas,
-            out,
-            &params,
-            &optimizer,
-            &state,
-            &config_toml,
-            job.train.keep_checkpoints,
-        )?;
+        last_checkpoint = checkpointer.save(replicas, &params, &optimizer, &state)?;
     }
     if state.step >= total_steps && state.sampler_position > 0 {
-        last_checkpoint = checkpoint::save_synced(
-            replicas,
-            out,
-            &params,
-            &optimizer,
-            &state,
-            &config_toml,
-            job.train.keep_checkpoints,
-        )?;
+        last_checkpoint = checkpointer.save(replicas, &params, &optimizer, &state)?;
     }
     log.progress(
         &format!(
