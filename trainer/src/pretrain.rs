@@ -22,7 +22,7 @@ use crate::config::PretrainJob;
 use crate::error::{CandleContext, Result, TrainError};
 use crate::eval::{RankingMetrics, evaluate};
 use crate::metrics::MetricsLog;
-use crate::optim::{AdamW, Grads, Params, Shard, clip_factor};
+use crate::optim::{AdamW, Grads, Params, Shard};
 use crate::parallel::Replicas;
 use crate::telemetry::{StepRecord, Telemetry};
 
@@ -199,25 +199,15 @@ pub fn pretrain_observed(
             replicas.sum(&mut reduced)?;
             let loss = reduced[0] / labels.max(1) as f64;
             let global_positions = reduced[1];
-            if !loss.is_finite() || !grads.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    step: state.step + 1,
-                    value: loss,
-                });
-            }
-            let norm = grads.norm();
-            let lr = job
-                .optim
-                .schedule
-                .lr(job.optim.adamw.lr, state.step, total_steps);
-            let bcast = replicas.step_optimizer(
+            let (norm, lr, bcast) = replicas.finish_step(
                 &mut optimizer,
                 &params,
-                &grads,
-                lr,
-                clip_factor(norm, job.optim.clip_norm),
+                &mut grads,
+                &job.optim,
+                loss,
+                state.step,
+                total_steps,
             )?;
-            grads.zero();
             state.step += 1;
             state.sampler_position += rows.len();
             last_loss = loss;
