@@ -201,6 +201,68 @@ fn retrieve(items: &[i64], vectors: &[Vec<f32>], k: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uqa_data::schema::{Columns, Vocab};
+    use uqa_data::writer::{Position, SequenceWriter};
+
+    /// A question file whose rows carry the given chat texts over a one-click context.
+    fn question_file(dir: &Path, texts: &[&str]) -> std::path::PathBuf {
+        let path = dir.join("q.arrow");
+        let vocab = Vocab {
+            items: 5,
+            cates: 5,
+            brands: 5,
+            shops: 5,
+            sellers: 5,
+            tokens: 20,
+        };
+        let columns = Columns {
+            user_id: true,
+            timestamps: true,
+            text: true,
+            task: true,
+        };
+        let mut w = SequenceWriter::create(&path, columns, &vocab, 1).unwrap();
+        let mut b = w.builder();
+        for (r, t) in texts.iter().enumerate() {
+            b.begin_row(r as i64 + 1);
+            b.push_position(&Position {
+                ids: [1, 1, 1, 1, 1],
+                bags: [&[2], &[], &[], &[], &[]],
+                timestamp: 0,
+            });
+            b.end_row(Some(t), Some("SI"));
+        }
+        w.write(&mut b).unwrap();
+        w.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn bad_chats_fail_training_naming_file_and_row_and_are_counted_skips_for_prompts() {
+        let dir = tempfile::tempdir().unwrap();
+        let good =
+            r#"[{"role":"user","content":"which shop"},{"role":"assistant","content":"red"}]"#;
+        let no_answer = r#"[{"role":"user","content":"which shop"}]"#;
+        let path = question_file(dir.path(), &[good, "[{not json", no_answer, good]);
+        let tok = TextTokenizer::builtin(["which shop red"]).unwrap();
+        let chat = ChatFormat::new(&tok, None, 64).unwrap();
+        let err = QuestionSet::load(&path, &tok, &chat, Render::Training, None, 0)
+            .err()
+            .expect("a malformed row fails training")
+            .to_string();
+        assert!(
+            err.contains("q.arrow row 1") && err.contains("does not parse"),
+            "{err}"
+        );
+        let set = QuestionSet::load(&path, &tok, &chat, Render::Prompt, None, 0).unwrap();
+        assert_eq!(set.rows, vec![0, 3]);
+        assert_eq!(set.skipped.len(), 2);
+        assert!(
+            set.skipped[1].1.contains("not an assistant turn"),
+            "{:?}",
+            set.skipped
+        );
+    }
 
     #[test]
     fn retrieval_keeps_the_most_similar_in_time_order() {
