@@ -24,12 +24,12 @@ fn configs(dir: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn every_experiment_config_loads() {
     let mut n = 0;
-    for dir in ["pretrain", "movielens", "tests", "quickstart"] {
+    for dir in ["pretrain", "movielens", "tests", "quickstart", "bench"] {
         for p in configs(dir) {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             let loaded: Result<(), String> = if name.contains("align") {
                 AlignJob::load(&p, &[]).map(drop).map_err(|e| e.to_string())
-            } else if name == "data.toml" {
+            } else if name.ends_with("data.toml") {
                 SynthSpec::from_toml_file(&p)
                     .map(drop)
                     .map_err(|e| e.to_string())
