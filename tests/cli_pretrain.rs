@@ -1,6 +1,6 @@
 //! `uqa pretrain` end to end on the tiny synthetic dataset: the loss falls and the encoder beats
 //! chance; a run stopped and resumed ends with the same weights, bit for bit, as an
-//! uninterrupted one; bad configs, foreign checkpoints and diverging losses are clear errors.
+//! uninterrupted one (dropout included); bad configs, foreign checkpoints and diverging losses are clear errors.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -100,20 +100,22 @@ fn resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_data(dir.path());
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let whole = pretrain(&data, &a, &[]);
+    // With dropout: its masks are drawn from the step's seed, so a resumed step repeats them.
+    let dropout = "model.encoder.dropout=0.2";
+    let whole = pretrain(&data, &a, &[dropout]);
     assert!(
         whole.status.success(),
         "{}",
         String::from_utf8_lossy(&whole.stderr)
     );
     // Stop mid-epoch at step 7, then resume to the end.
-    let part = pretrain(&data, &b, &["train.max_steps=7"]);
+    let part = pretrain(&data, &b, &["train.max_steps=7", dropout]);
     assert!(
         part.status.success(),
         "{}",
         String::from_utf8_lossy(&part.stderr)
     );
-    let rest = pretrain(&data, &b, &[]);
+    let rest = pretrain(&data, &b, &[dropout]);
     let err = String::from_utf8_lossy(&rest.stderr);
     assert!(
         rest.status.success() && err.contains("resumed from"),

@@ -221,14 +221,36 @@ impl SelfAttention {
     }
 }
 
+thread_local! {
+    /// The dropout stream of the current forward pass: a seed and a call counter.
+    static DROPOUT_STREAM: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Seeds the dropout masks of the forward passes that follow on this thread: every dropout call
+/// draws its mask from `(seed, n)` for the n-th call, so a training step with the same seed
+/// (a resumed run repeating it) draws the same masks. candle's own dropout uses a generator
+/// that cannot be seeded.
+pub fn seed_dropout(seed: u64) {
+    DROPOUT_STREAM.with(|s| s.set(Some((seed, 0))));
+}
+
 /// Inverted dropout in training, identity otherwise (and when `p == 0`, so gradient checks
-/// are deterministic).
+/// are deterministic). Masks come from the seeded stream ([`seed_dropout`]) when one is set.
 pub(crate) fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 {
-        candle_nn::ops::dropout(x, p)
-    } else {
-        Ok(x.clone())
+    if !train || p <= 0.0 {
+        return Ok(x.clone());
     }
+    let Some((seed, n)) = DROPOUT_STREAM.with(|s| s.get()) else {
+        return candle_nn::ops::dropout(x, p);
+    };
+    DROPOUT_STREAM.with(|s| s.set(Some((seed, n + 1))));
+    let mut rng = uqa_data::rng::Rng::derive(seed, 0xD0_0000 + n);
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.uniform() >= p as f64 { keep } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
 }
 
 /// A biased linear layer with PyTorch's default `nn.Linear` initialisation (weights and bias

@@ -30,5 +30,6 @@ pub use encoder::{
 };
 pub use error::{ModelError, Result};
 pub use init::seeded_var_builder;
+pub use layers::seed_dropout;
 pub use loss::{InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss};
 pub use pretrain::{ObjectiveConfig, ParamCount, PretrainConfig, PretrainModel};

@@ -136,9 +136,11 @@ impl PretrainModel {
             .forward_timed(&x, &mask, batch.timestamps.as_deref(), train)
     }
 
-    /// The summed training loss of a batch and its label count. `seed` draws InfoNCE's
-    /// sampled negatives (ignored by the next-item loss); vary it per step and rank.
+    /// The summed training loss of a batch and its label count. `seed` draws the dropout masks
+    /// and InfoNCE's sampled negatives; vary it per step and rank (the same seed repeats them,
+    /// which makes resumed runs exact).
     pub fn loss(&self, batch: &SequenceBatch, train: bool, seed: u64) -> Result<LossSum> {
+        crate::layers::seed_dropout(seed);
         let h = self.encode(batch, train)?;
         match &self.objective {
             Objective::NextItem(l) => l.forward(&h, self.item_table(), batch),
