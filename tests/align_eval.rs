@@ -67,22 +67,9 @@ fn fixture_with(dir: &Path, tokenizer: &str) -> Fixture {
 
 /// `uqa align` (under `uqa launch` when `ranks > 1`) with the tiny config and overrides.
 fn align(ranks: usize, f: &Fixture, out: &Path, extra: &[&str]) -> Output {
-    let exe = env!("CARGO_BIN_EXE_uqa").to_string();
-    let mut args: Vec<String> = Vec::new();
-    if ranks > 1 {
-        args.extend(
-            [
-                "launch",
-                "--standalone",
-                "--nproc-per-node",
-                &ranks.to_string(),
-                "--",
-                &exe,
-            ]
-            .map(String::from),
-        );
-    }
-    args.extend(["align", "--config", &config("tiny_align.toml")].map(String::from));
+    let mut args: Vec<String> = ["align", "--config", &config("tiny_align.toml")]
+        .map(String::from)
+        .to_vec();
     let sets = [
         format!("data.dataset=\"{}\"", f.data.display()),
         format!("data.qa_dir=\"{}\"", f.qa.display()),
@@ -93,42 +80,25 @@ fn align(ranks: usize, f: &Fixture, out: &Path, extra: &[&str]) -> Output {
         args.push("--set".into());
         args.push(s.to_string());
     }
-    Command::new(&exe).args(&args).output().expect("run")
+    uqa_ranks(ranks, &args)
 }
 
+/// `uqa eval` of the first 40 questions (under `uqa launch` when `ranks > 1`).
 fn eval(ranks: usize, run: &Path, out: &Path) -> Output {
-    let exe = env!("CARGO_BIN_EXE_uqa").to_string();
-    let mut args: Vec<String> = Vec::new();
-    if ranks > 1 {
-        args.extend(
-            [
-                "launch",
-                "--standalone",
-                "--nproc-per-node",
-                &ranks.to_string(),
-                "--",
-                &exe,
-            ]
-            .map(String::from),
-        );
-    }
-    args.extend(
-        [
-            "eval",
-            "--run",
-            run.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--limit",
-            "40",
-            "--batch-size",
-            "8",
-            "--max-new-tokens",
-            "6",
-        ]
-        .map(String::from),
-    );
-    Command::new(&exe).args(&args).output().expect("run")
+    let args = [
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--limit",
+        "40",
+        "--batch-size",
+        "8",
+        "--max-new-tokens",
+        "6",
+    ];
+    uqa_ranks(ranks, &args.map(String::from))
 }
 
 fn loss_line(stdout: &[u8]) -> (f64, f64) {

@@ -16,6 +16,23 @@ pub fn uqa(args: &[&str]) -> Output {
         .expect("run uqa")
 }
 
+/// `uqa ARGS...` on `ranks` processes: through `uqa launch --standalone` when more than one.
+pub fn uqa_ranks(ranks: usize, args: &[String]) -> Output {
+    let exe = env!("CARGO_BIN_EXE_uqa");
+    let mut cmd = Command::new(exe);
+    if ranks > 1 {
+        cmd.args([
+            "launch",
+            "--standalone",
+            "--nproc-per-node",
+            &ranks.to_string(),
+            "--",
+            exe,
+        ]);
+    }
+    cmd.args(args).output().expect("run uqa")
+}
+
 /// The output of a command that must have succeeded (its stderr and stdout shown if not).
 pub fn ok(o: Output, what: &str) -> Output {
     assert!(

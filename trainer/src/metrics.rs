@@ -30,6 +30,16 @@ impl MetricsLog {
     }
 
     /// A sink that records nothing (ranks other than 0).
+    /// A run's log: rank 0 saves the resolved config beside its outputs and appends to
+    /// `metrics.jsonl`; the other ranks log nothing.
+    pub fn for_run(lead: bool, out: &Path, config_toml: &str) -> Result<Self> {
+        if !lead {
+            return Ok(Self::silent());
+        }
+        uqa_data::atomic::write_atomic(out.join("config.toml"), config_toml.as_bytes())?;
+        Self::open(&out.join("metrics.jsonl"))
+    }
+
     pub fn silent() -> Self {
         Self {
             file: None,

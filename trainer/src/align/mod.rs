@@ -211,12 +211,7 @@ pub fn align_observed(
         config_toml: config_toml.clone(),
         keep: job.train.keep_checkpoints,
     };
-    let mut log = if lead {
-        uqa_data::atomic::write_atomic(out.join("config.toml"), config_toml.as_bytes())?;
-        MetricsLog::open(&out.join("metrics.jsonl"))?
-    } else {
-        MetricsLog::silent()
-    };
+    let mut log = MetricsLog::for_run(lead, out, &config_toml)?;
 
     let sampler = DistributedSampler::new(
         questions.len(),
