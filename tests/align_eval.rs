@@ -341,6 +341,25 @@ fn a_real_gguf_llm_is_one_flag_away() {
     ok(o, "eval SmolLM2");
     let lines = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 4);
+
+    // The adapter trained for SmolLM2's width (576) cannot serve the tiny LLM (128).
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let swapped = config.replace(&gguf.display().to_string(), "tiny");
+    assert_ne!(swapped, config);
+    std::fs::write(run.join("config.toml"), swapped).unwrap();
+    let o = uqa(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("adapter.proj.weight") && err.contains("another LLM"),
+        "{err}"
+    );
 }
 
 fn mean_input_tokens(eval_dir: &Path) -> f64 {
