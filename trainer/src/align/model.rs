@@ -216,7 +216,11 @@ pub fn load_aligned(run: &Path) -> Result<(AlignJob, AlignModel, Dataset)> {
             data.len()
         )));
     }
-    for (name, var) in data.iter() {
+    // In name order, so the first mismatch reported is the same on every run.
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
         let t = weights.get(name).ok_or_else(|| {
             bad(format!(
                 "no tensor `{name}` (another adapter, strategy or LLM?)"
