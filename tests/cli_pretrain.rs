@@ -2,6 +2,8 @@
 //! chance; a run stopped and resumed ends with the same weights, bit for bit, as an
 //! uninterrupted one (dropout included); bad configs, foreign checkpoints and diverging losses are clear errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -186,4 +188,31 @@ fn bad_configs_name_the_key() {
             "{set}: {err}"
         );
     }
+}
+
+/// Trm++ with activation checkpointing (blocks recomputed in backward, dropout on) trains to
+/// the weights of the plain run, within f32 rounding.
+#[test]
+fn activation_checkpointing_trains_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let trmpp = [
+        "model.encoder={kind=\"trmpp\", layers=2, width=32, heads=2, dropout=0.2}",
+        "train.max_steps=6",
+    ];
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let args: Vec<&str> = trmpp.iter().chain(extra).copied().collect();
+        let o = pretrain(&data, &out, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        common::final_weights(&out)
+    };
+    let plain = run("plain", &[]);
+    let recomputed = run(
+        "recomputed",
+        &["model.encoder.activation_checkpointing=true"],
+    );
+    let (worst, at) = common::max_difference(&plain, &recomputed);
+    assert!(worst < 1e-4, "weights differ by {worst} in {at}");
+    assert!(plain.keys().any(|n| n.contains("layers.1.mlp")));
 }

@@ -89,7 +89,10 @@ pub fn movielens_preprocess() -> PreprocessConfig {
         min_user_len: 5,
         max_user_len: usize::MAX,
         split: crate::preprocess::Split::LeaveLastOut { count: 1 },
-        max_len: 200,
+        // Whole histories: training keeps each row's last `[data] max_len` positions anyway,
+        // and evaluation must know every item a user rated to exclude it from the sampled
+        // negatives, as the SASRec protocol does.
+        max_len: usize::MAX,
     }
 }
 

@@ -16,6 +16,7 @@ use uqa_data::batch::{BagColumn, SequenceBatch};
 use uqa_data::schema::Vocab;
 
 use crate::error::{CandleContext, ModelError, Result};
+use crate::grad_sink::{GradSink, gather_rows};
 
 /// Which features feed the model (the paper's input ablation, Table 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -51,6 +52,10 @@ pub struct EmbedderConfig {
     pub side_dim: usize,
     /// Standard deviation of the normal initialisation of all tables (reference: 0.02).
     pub init_std: f64,
+    /// Factor on the looked-up item embeddings at the input only (the tied output logits use the
+    /// table as is). 1 in the reference; SASRec scales by sqrt(item_dim), which lets the items
+    /// rather than the position embeddings dominate the first layer's input.
+    pub item_scale: f64,
 }
 
 impl Default for EmbedderConfig {
@@ -60,6 +65,7 @@ impl Default for EmbedderConfig {
             item_dim: 128,
             side_dim: 64,
             init_std: 0.02,
+            item_scale: 1.0,
         }
     }
 }
@@ -92,6 +98,12 @@ impl EmbedderConfig {
                 format!("must be finite and positive, got {}", self.init_std),
             ));
         }
+        if !(self.item_scale.is_finite() && self.item_scale > 0.0) {
+            return Err(ModelError::config(
+                "embedder.item_scale",
+                format!("must be finite and positive, got {}", self.item_scale),
+            ));
+        }
         Ok(())
     }
 }
@@ -106,6 +118,8 @@ pub struct FeatureEmbedder {
     tokens: Option<Tensor>,
     vocab: Vocab,
     proj: Linear,
+    /// Where the tables' gradients go (see `grad_sink`); none: through candle.
+    sink: Option<GradSink>,
 }
 
 impl FeatureEmbedder {
@@ -156,7 +170,13 @@ impl FeatureEmbedder {
             tokens,
             vocab: *vocab,
             proj,
+            sink: None,
         })
+    }
+
+    /// Send the tables' gradients to `sink` instead of candle's `GradStore` (None: back to candle).
+    pub fn set_grad_sink(&mut self, sink: Option<GradSink>) {
+        self.sink = sink;
     }
 
     /// The item-id table `[items, item_dim]`; the next-item loss ties its logits to it.
@@ -180,9 +200,13 @@ impl FeatureEmbedder {
     /// The concatenated pooled features before the projection, `[B * T, concat_dim]`.
     pub fn features(&self, batch: &SequenceBatch) -> Result<Tensor> {
         let positions = check_batch(batch, self.tokens.is_some())?;
-        let dev = self.item.device();
         let mut feats = Vec::with_capacity(6);
-        feats.push(self.lookup(&self.item, batch, 0, self.vocab.items, dev)?);
+        let items = self.lookup(&self.item, batch, 0, self.vocab.items)?;
+        feats.push(if self.cfg.item_scale == 1.0 {
+            items
+        } else {
+            (items * self.cfg.item_scale).ctx("scaling item embeddings")?
+        });
         if let Some(side) = &self.side {
             let sizes = [
                 self.vocab.cates,
@@ -191,7 +215,7 @@ impl FeatureEmbedder {
                 self.vocab.sellers,
             ];
             for (k, table) in side.iter().enumerate() {
-                feats.push(self.lookup(table, batch, k + 1, sizes[k], dev)?);
+                feats.push(self.lookup(table, batch, k + 1, sizes[k])?);
             }
         }
         if let Some(tokens) = &self.tokens {
@@ -200,6 +224,7 @@ impl FeatureEmbedder {
                 &batch.bags,
                 positions,
                 self.vocab.tokens,
+                self.sink.as_ref(),
             )?);
         }
         Tensor::cat(&feats, 1).ctx("concatenating features")
@@ -211,13 +236,10 @@ impl FeatureEmbedder {
         batch: &SequenceBatch,
         feature: usize,
         vocab: u64,
-        dev: &Device,
     ) -> Result<Tensor> {
         let ids = &batch.ids[feature];
         check_ids(ids, vocab, ID_NAMES[feature])?;
-        let ids = Tensor::from_slice(ids, ids.len(), dev).ctx("uploading ids")?;
-        table
-            .index_select(&ids, 0)
+        gather_rows(table, ids, self.sink.as_ref())
             .ctx(&format!("looking up {} embeddings", ID_NAMES[feature]))
     }
 }
@@ -229,6 +251,7 @@ fn pool_text_bags(
     bags: &[BagColumn; 5],
     positions: usize,
     vocab: u64,
+    sink: Option<&GradSink>,
 ) -> Result<Tensor> {
     let dim = tokens.dim(1).ctx("token table shape")?;
     let nnz: usize = bags.iter().map(|b| b.ids.len()).sum();
@@ -247,7 +270,7 @@ fn pool_text_bags(
             }
         }
     }
-    segment_mean(tokens, ids, segment, weight, positions * 5)
+    segment_mean(tokens, ids, segment, weight, positions * 5, sink)
         .and_then(|pooled| pooled.reshape((positions, 5 * dim)))
         .ctx("pooling text bags")
 }
@@ -260,6 +283,7 @@ fn segment_mean(
     segment: Vec<u32>,
     weight: Vec<f64>,
     segments: usize,
+    sink: Option<&GradSink>,
 ) -> candle_core::Result<Tensor> {
     let (dev, dtype) = (table.device(), table.dtype());
     let zeros = Tensor::zeros((segments, table.dim(1)?), dtype, dev)?;
@@ -268,7 +292,7 @@ fn segment_mean(
         // Every bag empty: nothing to gather (and candle rejects empty index tensors).
         return Ok(zeros);
     }
-    let rows = table.index_select(&Tensor::from_vec(ids, n, dev)?, 0)?;
+    let rows = gather_rows(table, &ids, sink)?;
     let w = Tensor::from_vec(weight, (n, 1), dev)?.to_dtype(dtype)?;
     zeros.index_add(
         &Tensor::from_vec(segment, n, dev)?,

@@ -45,6 +45,17 @@ impl RmsNorm {
         let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
         Ok(RmsNorm { weight, eps })
     }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+/// A linear layer's weight and, when it has one, its bias.
+pub(crate) fn linear_params(l: &Linear) -> Vec<Tensor> {
+    std::iter::once(l.weight().clone())
+        .chain(l.bias().cloned())
+        .collect()
 }
 
 impl Module for RmsNorm {
@@ -90,6 +101,7 @@ impl Module for LayerNorm {
 
 /// Rotary position embedding tables, rotate-half layout: `cos`, `sin` of shape `[T, head_dim]`
 /// where dimension `i` and `i + head_dim / 2` share the frequency `base^(-2i / head_dim)`.
+#[derive(Clone)]
 pub(crate) struct Rope {
     cos: Tensor,
     sin: Tensor,
@@ -165,6 +177,16 @@ pub(crate) struct SelfAttention {
     dropout: f32,
 }
 
+impl SelfAttention {
+    /// The projections' weights and biases.
+    pub fn params(&self) -> Vec<Tensor> {
+        [&self.q, &self.k, &self.v, &self.o]
+            .into_iter()
+            .flat_map(linear_params)
+            .collect()
+    }
+}
+
 /// How to initialise and shape a [`SelfAttention`].
 pub(crate) struct AttentionSpec {
     pub width: usize,
@@ -232,6 +254,16 @@ thread_local! {
 /// that cannot be seeded.
 pub fn seed_dropout(seed: u64) {
     DROPOUT_STREAM.with(|s| s.set(Some((seed, 0))));
+}
+
+/// Where the seeded dropout stream stands (None: unseeded).
+pub(crate) fn dropout_stream() -> Option<(u64, u64)> {
+    DROPOUT_STREAM.with(|s| s.get())
+}
+
+/// Moves the dropout stream, to draw a block's masks again when recomputing it.
+pub(crate) fn set_dropout_stream(state: Option<(u64, u64)>) {
+    DROPOUT_STREAM.with(|s| s.set(state));
 }
 
 /// Inverted dropout in training, identity otherwise (and when `p == 0`, so gradient checks

@@ -16,19 +16,22 @@ pub mod adapter;
 pub mod embedder;
 pub mod encoder;
 pub mod error;
+pub mod grad_sink;
 pub mod init;
 mod layers;
 pub mod llm;
 pub mod loss;
 pub mod pretrain;
+mod recompute;
 pub mod soft_prompt;
 
 pub use embedder::{EmbedderConfig, FeatureEmbedder, InputVariant, mask_tensor};
 pub use encoder::{
     Encoder, EncoderConfig, Gru4Rec, Gru4RecConfig, Hstu, HstuConfig, Mamba4Rec, Mamba4RecConfig,
-    Sasrec, SasrecConfig, TrmConfig, TrmPlusPlus,
+    Positions, Sasrec, SasrecConfig, TrmConfig, TrmPlusPlus,
 };
 pub use error::{ModelError, Result};
+pub use grad_sink::{GradSink, gather_rows};
 pub use init::seeded_var_builder;
 pub use layers::seed_dropout;
 pub use loss::{InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss};

@@ -11,6 +11,7 @@ use uqa_data::schema::Vocab;
 use crate::embedder::{EmbedderConfig, FeatureEmbedder, InputVariant, mask_tensor};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{CandleContext, ModelError, Result};
+use crate::grad_sink::GradSink;
 use crate::loss::{
     InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss, uniform_negatives,
 };
@@ -122,6 +123,16 @@ impl PretrainModel {
 
     pub fn config(&self) -> &PretrainConfig {
         &self.cfg
+    }
+
+    /// Send the embedding tables' gradients to `sink` rather than candle's `GradStore` (the
+    /// trainer's memory-lean path; see `grad_sink`). InfoNCE's table gradient stays in candle.
+    pub fn set_grad_sink(&mut self, sink: Option<GradSink>) {
+        self.embedder.set_grad_sink(sink.clone());
+        self.encoder.set_grad_sink(sink.clone());
+        if let Objective::NextItem(l) = &mut self.objective {
+            l.set_grad_sink(sink);
+        }
     }
 
     pub fn item_table(&self) -> &Tensor {

@@ -185,7 +185,7 @@ impl SoftPromptModel {
             .reshape((chats.len() * width, d))
             .and_then(|h| h.index_select(&idx, 0))
             .ctx("gathering labelled positions")?;
-        let sum = chunked_cross_entropy_sum(&h, self.lm.output_table(), &labels, LOSS_CHUNK)
+        let sum = chunked_cross_entropy_sum(&h, self.lm.output_table(), &labels, LOSS_CHUNK, None)
             .ctx("LM loss")?;
         Ok(LossSum { sum, count })
     }

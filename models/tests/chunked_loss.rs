@@ -6,6 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::Rng;
+use uqa_models::GradSink;
 use uqa_models::loss::{chunked_cross_entropy_sum, chunked_logsumexp, naive_cross_entropy_sum};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -27,7 +28,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 fn run(h: &Tensor, w: &Tensor, labels: &Tensor, chunk: Option<usize>) -> (f64, Tensor, Tensor) {
     let (hv, wv) = (Var::from_tensor(h).unwrap(), Var::from_tensor(w).unwrap());
     let loss = match chunk {
-        Some(c) => chunked_cross_entropy_sum(hv.as_tensor(), wv.as_tensor(), labels, c),
+        Some(c) => chunked_cross_entropy_sum(hv.as_tensor(), wv.as_tensor(), labels, c, None),
         None => naive_cross_entropy_sum(hv.as_tensor(), wv.as_tensor(), labels),
     }
     .unwrap();
@@ -89,6 +90,33 @@ fn chunked_equals_naive_in_f32_within_1e_5() {
     assert!(max_abs_diff(&cw, &gw) < 1e-5);
 }
 
+/// With a sink, the table's gradient lands there (added to what a lookup already put in) and
+/// candle gets none for the table; `dh` is unchanged.
+#[test]
+fn a_sink_receives_the_table_gradient() {
+    let (h, w, labels) = case(16, 50, 8, 1.0, DType::F32, 4);
+    let (_, gh, gw) = run(&h, &w, &labels, Some(7));
+    let (hv, wv) = (Var::from_tensor(&h).unwrap(), Var::from_tensor(&w).unwrap());
+    let sink = GradSink::new();
+    sink.add_rows(wv.as_tensor(), &[3], &[1.0; 8]);
+    let loss =
+        chunked_cross_entropy_sum(hv.as_tensor(), wv.as_tensor(), &labels, 7, Some(&sink)).unwrap();
+    let grads = loss.backward().unwrap();
+    assert!(grads.get(wv.as_tensor()).is_none());
+    assert!(max_abs_diff(grads.get(hv.as_tensor()).unwrap(), &gh) < 1e-6);
+    let mut want: Vec<f32> = gw.flatten_all().unwrap().to_vec1().unwrap();
+    for x in &mut want[3 * 8..4 * 8] {
+        *x += 1.0;
+    }
+    let got = sink.take(wv.as_tensor()).unwrap();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-6, "{worst}");
+}
+
 #[test]
 fn large_logits_stay_finite_and_exact() {
     // Logits around +-300: exp overflows f64 without the running max.
@@ -123,6 +151,6 @@ fn empty_input_gives_zero() {
     let h = Tensor::zeros((0, 4), DType::F32, &Device::Cpu).unwrap();
     let w = Tensor::ones((10, 4), DType::F32, &Device::Cpu).unwrap();
     let labels = Tensor::zeros(0, DType::U32, &Device::Cpu).unwrap();
-    let l = chunked_cross_entropy_sum(&h, &w, &labels, 4).unwrap();
+    let l = chunked_cross_entropy_sum(&h, &w, &labels, 4, None).unwrap();
     assert_eq!(l.to_scalar::<f32>().unwrap(), 0.0);
 }

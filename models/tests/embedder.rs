@@ -9,11 +9,16 @@ use common::{VOCAB, batch};
 use uqa_models::{EmbedderConfig, FeatureEmbedder, InputVariant, ModelError};
 
 fn build(variant: InputVariant, vm: &VarMap) -> FeatureEmbedder {
+    build_scaled(variant, 1.0, vm)
+}
+
+fn build_scaled(variant: InputVariant, item_scale: f64, vm: &VarMap) -> FeatureEmbedder {
     let cfg = EmbedderConfig {
         variant,
         item_dim: 4,
         side_dim: 3,
         init_std: 0.5,
+        item_scale,
     };
     let vb = VarBuilder::from_varmap(vm, DType::F64, &Device::Cpu);
     FeatureEmbedder::new(&cfg, &VOCAB, 5, vb).unwrap()
@@ -22,6 +27,24 @@ fn build(variant: InputVariant, vm: &VarMap) -> FeatureEmbedder {
 fn rows(vm: &VarMap, name: &str) -> Vec<Vec<f64>> {
     let data = vm.data().lock().unwrap();
     data[name].as_tensor().to_vec2().unwrap()
+}
+
+#[test]
+fn item_scale_multiplies_the_item_columns_only() {
+    let vm = VarMap::new();
+    let emb = build_scaled(InputVariant::NoText, 3.0, &vm);
+    let b = batch(&[3, 1], 3, 4);
+    let feats: Vec<Vec<f64>> = emb.features(&b).unwrap().to_vec2().unwrap();
+    let items = rows(&vm, "item");
+    let cates = rows(&vm, "cate");
+    for (p, row) in feats.iter().enumerate() {
+        let item = &items[b.ids[0][p] as usize];
+        let cate = &cates[b.ids[1][p] as usize];
+        for j in 0..4 {
+            assert!((row[j] - 3.0 * item[j]).abs() < 1e-12, "position {p}");
+        }
+        assert_eq!(&row[4..7], &cate[..]);
+    }
 }
 
 #[test]

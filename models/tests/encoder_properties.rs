@@ -8,7 +8,8 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::{Rng, batch, repad};
 use uqa_models::{
-    EncoderConfig, Gru4RecConfig, HstuConfig, Mamba4RecConfig, SasrecConfig, TrmConfig, mask_tensor,
+    EncoderConfig, Gru4RecConfig, HstuConfig, Mamba4RecConfig, Positions, SasrecConfig, TrmConfig,
+    mask_tensor,
 };
 
 fn encoders() -> Vec<EncoderConfig> {
@@ -26,6 +27,16 @@ fn encoders() -> Vec<EncoderConfig> {
             heads: 2,
             ffn: 12,
             max_len: 16,
+            init_std: 0.3,
+            ..SasrecConfig::default()
+        }),
+        EncoderConfig::Sasrec(SasrecConfig {
+            layers: 2,
+            width: 8,
+            heads: 2,
+            ffn: 12,
+            max_len: 16,
+            positions: Positions::FromEnd,
             init_std: 0.3,
             ..SasrecConfig::default()
         }),

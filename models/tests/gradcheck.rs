@@ -22,6 +22,7 @@ fn tiny_embedder(variant: InputVariant) -> EmbedderConfig {
         item_dim: 4,
         side_dim: 3,
         init_std: 0.5,
+        item_scale: 1.5,
     }
 }
 

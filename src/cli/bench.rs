@@ -24,6 +24,9 @@ pub enum BenchCommand {
     /// Greedy generation of a random Qwen2 (reference loop without cache, and batched with the
     /// KV cache), side by side with ../shared/bench/generate.py.
     Generate(super::bench_generate::GenerateArgs),
+    /// One Trm++ pre-training step (forward, chunked loss, backward, AdamW), side by side with
+    /// ../shared/bench/encoder_step.py.
+    Step(super::bench_step::StepArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +62,7 @@ pub fn run(cmd: BenchCommand) -> CliResult {
         BenchCommand::Scan(a) => scan(a),
         BenchCommand::Sampler(a) => sampler(a),
         BenchCommand::Generate(a) => super::bench_generate::run(a),
+        BenchCommand::Step(a) => super::bench_step::run(a),
     }
 }
 

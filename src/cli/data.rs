@@ -79,9 +79,11 @@ pub struct MovielensArgs {
     /// See `uqa data synth --help`.
     #[arg(long, default_value = "auto")]
     tokenizer: TokenizerChoice,
-    /// Keep the last this many positions of each history.
-    #[arg(long, default_value_t = 200)]
-    max_len: usize,
+    /// Store only the last this many positions of each history (default: whole histories;
+    /// training keeps the last `[data] max_len` of each, and evaluation excludes every rated
+    /// item from the sampled negatives only when it sees the whole history).
+    #[arg(long)]
+    max_len: Option<usize>,
     #[arg(long)]
     force: bool,
 }
@@ -144,9 +146,10 @@ fn synth(a: SynthArgs) -> CliResult {
 
 fn movielens(a: MovielensArgs) -> CliResult {
     let start = Instant::now();
+    let defaults = movielens_preprocess();
     let config = uqa_data::preprocess::PreprocessConfig {
-        max_len: a.max_len,
-        ..movielens_preprocess()
+        max_len: a.max_len.unwrap_or(defaults.max_len),
+        ..defaults
     };
     let meta = import_movielens(&a.dir, &a.out, &config, &a.tokenizer, a.force)?;
     eprintln!(
@@ -288,14 +291,16 @@ pub fn print_dataset(
     );
     println!("  users               {} (of {} raw)", c.users, c.raw_users);
     println!("  items               {} (of {} raw)", c.items, c.raw_items);
+    let kept = match meta.preprocess.max_len {
+        usize::MAX => "whole histories kept".to_string(),
+        n => format!("{} dropped by max_len {n}", c.truncated_interactions),
+    };
     println!(
-        "  interactions        {} train + {} held out = {} (of {} raw; {} dropped by max_len {})",
+        "  interactions        {} train + {} held out = {} (of {} raw; {kept})",
         c.train_interactions,
         c.eval_interactions,
         c.train_interactions + c.eval_interactions,
         c.raw_interactions,
-        c.truncated_interactions,
-        meta.preprocess.max_len
     );
     println!(
         "  vocab sizes         items {}, cates {}, brands {}, shops {}, sellers {}, tokens {} (entity ids 1..size-1, 0 = padding)",

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod align;
 mod bench;
 mod bench_generate;
+mod bench_step;
 mod data;
 mod eval;
 mod pretrain;

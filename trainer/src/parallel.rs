@@ -194,7 +194,7 @@ impl Replicas {
             lr,
             clip_factor(norm, optim.clip_norm),
         )?;
-        grads.zero();
+        grads.release();
         Ok((norm, lr, bcast))
     }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 use uqa_data::batch::{SequenceBatch, collate};
 use uqa_data::dataset::Dataset;
 use uqa_data::sampler::{DistributedSampler, SamplerConfig, SamplerState};
-use uqa_models::{PretrainModel, seeded_var_builder};
+use uqa_models::{GradSink, PretrainModel, seeded_var_builder};
 
 use crate::checkpoint::{self, Checkpointer, TrainState};
 use crate::config::PretrainJob;
@@ -87,7 +87,10 @@ pub fn pretrain_observed(
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let vb = seeded_var_builder(&varmap, job.train.seed, DType::F32, &device);
-    let model = PretrainModel::new(&job.model, &ds.meta.vocab, vb)?;
+    let mut model = PretrainModel::new(&job.model, &ds.meta.vocab, vb)?;
+    // Embedding-table gradients go straight into one buffer per table (models::grad_sink).
+    let sink = GradSink::new();
+    model.set_grad_sink(Some(sink.clone()));
     let params = Params::from_varmap(&varmap);
     let counts = job.model.param_count(&ds.meta.vocab);
     let lead = rank == 0;
@@ -146,7 +149,7 @@ pub fn pretrain_observed(
         0 => steps_per_epoch * job.train.epochs,
         n => n.min(steps_per_epoch * job.train.epochs),
     };
-    let mut grads = Grads::zeros(&params);
+    let mut grads = Grads::released(&params);
     let mut last_loss = f64::NAN;
     let mut last_eval = None;
     let mut last_checkpoint = None;
@@ -183,8 +186,9 @@ pub fn pretrain_observed(
                 }
                 loss_sum += ls.sum.to_scalar::<f32>().ctx("loss value")? as f64;
                 let loss = (&ls.sum / labels.max(1) as f64).ctx("normalising the loss")?;
-                grads.add(&params, &loss.backward().ctx("backward")?)?;
+                grads.add(&params, loss.backward().ctx("backward")?, Some(&sink))?;
             }
+            grads.fill_missing(&params);
             let sync = replicas.sum_grads(&mut grads)?;
             let positions: usize = batches
                 .iter()

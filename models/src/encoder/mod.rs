@@ -19,7 +19,7 @@ use crate::error::{CandleContext, ModelError, Result};
 pub use gru4rec::{Gru4Rec, Gru4RecConfig};
 pub use hstu::{Hstu, HstuConfig};
 pub use mamba4rec::{Mamba4Rec, Mamba4RecConfig};
-pub use sasrec::{Sasrec, SasrecConfig};
+pub use sasrec::{Positions, Sasrec, SasrecConfig};
 pub use trmpp::{TABLE5_PRESETS, TrmConfig, TrmPlusPlus};
 
 /// A user-sequence encoder.
@@ -39,6 +39,12 @@ pub trait Encoder: Send + Sync {
     ) -> Result<Tensor> {
         let _ = timestamps;
         self.forward(x, mask, train)
+    }
+
+    /// Where parameter gradients go when the encoder recomputes activations in backward
+    /// (`activation_checkpointing`); encoders without that option ignore it.
+    fn set_grad_sink(&mut self, sink: Option<crate::grad_sink::GradSink>) {
+        let _ = sink;
     }
 
     /// Model width d (input and output).

@@ -3,6 +3,11 @@
 //! (`x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x)))`, biased linears, ReLU FFN with
 //! dropout after the activation, as `torch.nn.TransformerEncoderLayer`), a causal + padding
 //! mask, and a final LayerNorm. Weights: normal(0, init_std), biases zero, norms at identity.
+//!
+//! Positions count from each sequence's start by default (the reference's right-padded layout).
+//! `positions = "from-end"` counts back from the most recent item instead, so the newest item
+//! always has the same position embedding whatever the history length: what the SASRec paper's
+//! left-padded layout gives.
 
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -13,6 +18,17 @@ use crate::error::{CandleContext, ModelError, Result};
 use crate::layers::{
     AttentionSpec, LayerNorm, SelfAttention, causal_padding_bias, dropout, linear, normal,
 };
+
+/// Which end of a sequence position 0 sits at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Positions {
+    /// Position t is the t-th kept interaction (the UQABench reference).
+    #[default]
+    FromStart,
+    /// Position 0 is the most recent interaction (the SASRec paper's left padding).
+    FromEnd,
+}
 
 /// SASRec hyper-parameters. Defaults are the UQABench reference code's (6 layers, 8 heads,
 /// width 512, FFN 1536, dropout 0.1, 512 positions).
@@ -26,6 +42,7 @@ pub struct SasrecConfig {
     pub dropout: f32,
     /// Rows of the position table; longer sequences are an error.
     pub max_len: usize,
+    pub positions: Positions,
     pub norm_eps: f64,
     pub init_std: f64,
 }
@@ -39,6 +56,7 @@ impl Default for SasrecConfig {
             ffn: 1536,
             dropout: 0.1,
             max_len: 512,
+            positions: Positions::FromStart,
             norm_eps: 1e-5,
             init_std: 0.02,
         }
@@ -145,6 +163,24 @@ impl Sasrec {
     }
 }
 
+impl Sasrec {
+    /// `[B, T, width]` position embeddings counted back from each row's last valid position
+    /// (padding takes row 0; its outputs are never read).
+    fn positions_from_end(&self, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t) = mask.dims2()?;
+        let valid = mask.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        let mut index = Vec::with_capacity(b * t);
+        for row in &valid {
+            let len = row.iter().filter(|&&m| m != 0.0).count();
+            index.extend((0..t).map(|i| if i < len { (len - 1 - i) as u32 } else { 0 }));
+        }
+        let index = Tensor::from_vec(index, b * t, mask.device())?;
+        self.pos
+            .index_select(&index, 0)?
+            .reshape((b, t, self.cfg.width))
+    }
+}
+
 impl Encoder for Sasrec {
     fn forward(&self, x: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
         super::check_input(x, mask, self.cfg.width)?;
@@ -157,8 +193,11 @@ impl Encoder for Sasrec {
         }
         let run = || -> candle_core::Result<Tensor> {
             let bias = causal_padding_bias(mask)?;
-            let pos = self.pos.narrow(0, 0, t)?;
-            let mut x = dropout(&x.broadcast_add(&pos)?, self.cfg.dropout, train)?;
+            let x = match self.cfg.positions {
+                Positions::FromStart => x.broadcast_add(&self.pos.narrow(0, 0, t)?)?,
+                Positions::FromEnd => (x + self.positions_from_end(mask)?)?,
+            };
+            let mut x = dropout(&x, self.cfg.dropout, train)?;
             for layer in &self.layers {
                 x = layer.forward(&x, &bias, train)?;
             }
@@ -173,5 +212,41 @@ impl Encoder for Sasrec {
 
     fn param_count(&self) -> usize {
         self.cfg.param_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    use super::*;
+
+    /// On rows without padding, counting from the end equals counting from the start with the
+    /// position table reversed; on a padded row, the newest item takes row 0.
+    #[test]
+    fn positions_from_end_reverse_the_table() {
+        let dev = Device::Cpu;
+        let cfg = SasrecConfig {
+            layers: 1,
+            width: 4,
+            heads: 1,
+            ffn: 4,
+            max_len: 5,
+            positions: Positions::FromEnd,
+            ..SasrecConfig::default()
+        };
+        let vm = VarMap::new();
+        let enc = Sasrec::new(&cfg, VarBuilder::from_varmap(&vm, DType::F64, &dev)).unwrap();
+        let rows = |t: &Tensor| -> Vec<Vec<f64>> { t.to_vec2().unwrap() };
+        let table = rows(&enc.pos);
+        let full = Tensor::ones((1, 5), DType::F64, &dev).unwrap();
+        let got = rows(&enc.positions_from_end(&full).unwrap().squeeze(0).unwrap());
+        let reversed: Vec<Vec<f64>> = table.iter().rev().cloned().collect();
+        assert_eq!(got, reversed);
+
+        let padded = Tensor::new(&[[1f64, 1.0, 0.0, 0.0, 0.0]], &dev).unwrap();
+        let got = rows(&enc.positions_from_end(&padded).unwrap().squeeze(0).unwrap());
+        assert_eq!((&got[0], &got[1]), (&table[1], &table[0]));
     }
 }

@@ -5,15 +5,20 @@
 //! branches, and no final norm. Init: normal(0, 0.02), output projections (`attn.o`,
 //! `mlp.down`) scaled by `1 / sqrt(2 * layers)` (GPT-2 style residual scaling).
 
+use std::sync::Arc;
+
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::Encoder;
 use crate::error::{CandleContext, ModelError, Result};
+use crate::grad_sink::GradSink;
 use crate::layers::{
-    AttentionSpec, RmsNorm, Rope, SelfAttention, causal_padding_bias, dropout, linear, normal,
+    AttentionSpec, RmsNorm, Rope, SelfAttention, causal_padding_bias, dropout, linear,
+    linear_params, normal,
 };
+use crate::recompute::{BlockFn, recompute_in_backward};
 
 /// Trm++ hyper-parameters. Defaults are the reference code's (4 layers, width 512, 4 heads).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +31,11 @@ pub struct TrmConfig {
     pub rope_base: f64,
     pub norm_eps: f64,
     pub init_std: f64,
+    /// Recompute each block's activations in backward instead of keeping them (Hugging Face's
+    /// `gradient_checkpointing`): one block's activations in memory at a time, for one more
+    /// forward pass. Takes effect in training runs, which seed dropout and collect gradients
+    /// in a sink.
+    pub activation_checkpointing: bool,
 }
 
 impl Default for TrmConfig {
@@ -38,6 +48,7 @@ impl Default for TrmConfig {
             rope_base: 10_000.0,
             norm_eps: 1e-5,
             init_std: 0.02,
+            activation_checkpointing: false,
         }
     }
 }
@@ -164,24 +175,35 @@ impl Block {
             .forward(&(self.gate.forward(&y)?.silu()? * self.up.forward(&y)?)?)?;
         x + dropout(&m, self.dropout, train)?
     }
+
+    fn params(&self) -> Vec<Tensor> {
+        let mut p = vec![self.norm1.weight().clone(), self.norm2.weight().clone()];
+        p.extend(self.attn.params());
+        for l in [&self.gate, &self.up, &self.down] {
+            p.extend(linear_params(l));
+        }
+        p
+    }
 }
 
 /// The Trm++ encoder. Weights live under `layers.{i}.{norm1,attn.{q,k,v,o},norm2,mlp.*}`.
 pub struct TrmPlusPlus {
     cfg: TrmConfig,
-    blocks: Vec<Block>,
+    blocks: Vec<Arc<Block>>,
+    sink: Option<GradSink>,
 }
 
 impl TrmPlusPlus {
     pub fn new(cfg: &TrmConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate("encoder")?;
         let blocks = (0..cfg.layers)
-            .map(|i| Block::new(cfg, vb.pp("layers").pp(i)))
+            .map(|i| Block::new(cfg, vb.pp("layers").pp(i)).map(Arc::new))
             .collect::<candle_core::Result<Vec<_>>>()
             .ctx("building trm++ blocks")?;
         Ok(TrmPlusPlus {
             cfg: cfg.clone(),
             blocks,
+            sink: None,
         })
     }
 }
@@ -200,12 +222,23 @@ impl Encoder for TrmPlusPlus {
             let bias = causal_padding_bias(mask)?;
             let mut x = x.clone();
             for block in &self.blocks {
-                x = block.forward(&x, &bias, &rope, train)?;
+                x = match (&self.sink, self.cfg.activation_checkpointing && train) {
+                    (Some(sink), true) => {
+                        let (b, bias, rope) = (block.clone(), bias.clone(), rope.clone());
+                        let run: BlockFn = Arc::new(move |x| b.forward(x, &bias, &rope, true));
+                        recompute_in_backward(run, &x, block.params(), sink)?
+                    }
+                    _ => block.forward(&x, &bias, &rope, train)?,
+                };
             }
             Ok(x)
         };
         super::check_input(x, mask, self.cfg.width)?;
         run().ctx("trm++ forward")
+    }
+
+    fn set_grad_sink(&mut self, sink: Option<GradSink>) {
+        self.sink = sink;
     }
 
     fn width(&self) -> usize {

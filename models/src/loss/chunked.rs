@@ -22,6 +22,7 @@ use candle_core::{
 };
 
 use super::chunked_cpu;
+use crate::grad_sink::GradSink;
 
 /// Vocabulary rows per chunk when none is configured. At the paper's scale (N = 4 x 511 labelled
 /// positions) a `[N, 2048]` fp32 block is 16 MiB: small enough for the allocator to recycle
@@ -31,25 +32,33 @@ pub const DEFAULT_CHUNK: usize = 2048;
 /// `logsumexp(h @ W^T, dim 1)` for `h: [N, k]`, `W: [V, k]` -> `[N]`, differentiable with
 /// respect to both, never holding more than `[N, chunk]` logits.
 pub fn chunked_logsumexp(h: &Tensor, table: &Tensor, chunk: usize) -> Result<Tensor> {
-    apply(h, table, None, chunk)
+    apply(h, table, None, chunk, None)
 }
 
 /// Sum over rows of the cross-entropy of `logits = h @ W^T` against `labels: [N]` (u32), in
-/// chunks. Returns a scalar tensor; an empty `h` gives 0.
+/// chunks. Returns a scalar tensor; an empty `h` gives 0. With a `sink` that accepts the
+/// table, the table's gradient is added into the sink rather than returned to candle.
 pub fn chunked_cross_entropy_sum(
     h: &Tensor,
     table: &Tensor,
     labels: &Tensor,
     chunk: usize,
+    sink: Option<&GradSink>,
 ) -> Result<Tensor> {
     if h.dim(0)? == 0 {
         return Tensor::zeros((), h.dtype(), h.device());
     }
-    apply(h, table, Some(labels), chunk)?.sum_all()
+    apply(h, table, Some(labels), chunk, sink)?.sum_all()
 }
 
 /// Per-row `lse_i` (no labels) or `lse_i - h_i . w_{y_i}` (labels), through [`ChunkedCe`].
-fn apply(h: &Tensor, table: &Tensor, labels: Option<&Tensor>, chunk: usize) -> Result<Tensor> {
+fn apply(
+    h: &Tensor,
+    table: &Tensor,
+    labels: Option<&Tensor>,
+    chunk: usize,
+    sink: Option<&GradSink>,
+) -> Result<Tensor> {
     let chunk = chunk.max(1);
     let (hd, wd) = (h.detach(), table.detach());
     if wd.dim(0)? == 0 {
@@ -67,11 +76,15 @@ fn apply(h: &Tensor, table: &Tensor, labels: Option<&Tensor>, chunk: usize) -> R
             ((&lse - target)?.contiguous()?, Some(l.to_vec1::<u32>()?))
         }
     };
+    let sink = sink
+        .filter(|_| GradSink::accepts(table) && chunked_cpu::supported(&hd))
+        .cloned();
     let op = ChunkedCe {
         chunk,
         lse,
         labels,
         out,
+        sink,
     };
     h.apply_op2_arc(table, Arc::new(Box::new(op)))
 }
@@ -96,6 +109,8 @@ struct ChunkedCe {
     labels: Option<Vec<u32>>,
     /// The forward result, already computed; `[N]`, contiguous.
     out: Tensor,
+    /// Where the table's gradient goes instead of candle (f32 CPU tables only).
+    sink: Option<GradSink>,
 }
 
 impl CustomOp2 for ChunkedCe {
@@ -143,8 +158,16 @@ impl CustomOp2 for ChunkedCe {
         _out: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // The sink keys buffers by the table's id: `table` is the argument itself.
+        let table = w;
         let (h, w) = (h.detach(), w.detach());
         let labels = self.labels.as_deref();
+        if let Some(sink) = &self.sink {
+            let gh = sink.with_buffer(table, |buf| {
+                chunked_cpu::backward_into(&h, &w, &self.lse, grad, labels, self.chunk, buf)
+            })?;
+            return Ok((Some(gh), None));
+        }
         let (gh, gw) = if chunked_cpu::supported(&h) {
             chunked_cpu::backward(&h, &w, &self.lse, grad, labels, self.chunk)?
         } else {

@@ -74,8 +74,15 @@ fn scaled_probs_t<T: WithDType + Float>(
     Tensor::from_vec(p, (n, c), h.device())
 }
 
+/// The float types of the fused kernels.
+pub(super) trait Elem:
+    WithDType + Float + std::ops::SubAssign + std::ops::AddAssign
+{
+}
+impl<T: WithDType + Float + std::ops::SubAssign + std::ops::AddAssign> Elem for T {}
+
 /// The whole backward of the chunked cross-entropy on the CPU: `(dh, dW)` for upstream
-/// gradient `g: [N]`. `dW` is assembled in one host buffer (chunk blocks copied in, then the
+/// gradient `g: [N]`. `dW` is assembled in one host buffer (chunk blocks added in, then the
 /// target term subtracted in place), so the table-sized gradient exists exactly once.
 pub(super) fn backward(
     h: &Tensor,
@@ -85,23 +92,37 @@ pub(super) fn backward(
     labels: Option<&[u32]>,
     chunk: usize,
 ) -> Result<(Tensor, Tensor)> {
-    match h.dtype() {
-        DType::F32 => backward_t::<f32>(h, w, lse, g, labels, chunk),
-        _ => backward_t::<f64>(h, w, lse, g, labels, chunk),
+    let (v, k) = w.dims2()?;
+    let dev = h.device();
+    if h.dtype() == DType::F32 {
+        let mut gw = vec![0f32; v * k];
+        let gh = backward_into(h, w, lse, g, labels, chunk, &mut gw)?;
+        Ok((gh, Tensor::from_vec(gw, (v, k), dev)?))
+    } else {
+        let mut gw = vec![0f64; v * k];
+        let gh = backward_into(h, w, lse, g, labels, chunk, &mut gw)?;
+        Ok((gh, Tensor::from_vec(gw, (v, k), dev)?))
     }
 }
 
-fn backward_t<T: WithDType + Float + std::ops::SubAssign>(
+/// The backward with `dW` added into `gw` (`[V * k]`, row-major) in place; returns `dh`.
+pub(super) fn backward_into<T: Elem>(
     h: &Tensor,
     w: &Tensor,
     lse: &Tensor,
     g: &Tensor,
     labels: Option<&[u32]>,
     chunk: usize,
-) -> Result<(Tensor, Tensor)> {
+    gw: &mut [T],
+) -> Result<Tensor> {
     let (v, k) = w.dims2()?;
+    if gw.len() != v * k {
+        bail!(
+            "chunked-cross-entropy: gradient buffer of {} for a [{v}, {k}] table",
+            gw.len()
+        );
+    }
     let mut gh = h.zeros_like()?;
-    let mut gw = vec![T::zero(); v * k];
     for c0 in (0..v).step_by(chunk) {
         let c = chunk.min(v - c0);
         let wc = w.narrow(0, c0, c)?;
@@ -109,7 +130,9 @@ fn backward_t<T: WithDType + Float + std::ops::SubAssign>(
         gh = (gh + p.matmul(&wc)?)?;
         let block = p.t()?.matmul(h)?;
         with_slice(&block, |b: &[T]| {
-            gw[c0 * k..(c0 + c) * k].copy_from_slice(b)
+            for (o, &x) in gw[c0 * k..(c0 + c) * k].iter_mut().zip(b) {
+                *o += x;
+            }
         })?;
     }
     if let Some(labels) = labels {
@@ -125,7 +148,7 @@ fn backward_t<T: WithDType + Float + std::ops::SubAssign>(
         let idx = Tensor::from_slice(labels, labels.len(), h.device())?;
         gh = (gh - w.index_select(&idx, 0)?.broadcast_mul(&g.unsqueeze(1)?)?)?;
     }
-    Ok((gh, Tensor::from_vec(gw, (v, k), h.device())?))
+    Ok(gh)
 }
 
 /// Runs `f` on the elements of a contiguous CPU tensor where they are, without copying them

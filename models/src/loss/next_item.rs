@@ -13,6 +13,7 @@ use uqa_data::batch::SequenceBatch;
 
 use super::chunked::{DEFAULT_CHUNK, chunked_cross_entropy_sum};
 use crate::error::{CandleContext, ModelError, Result};
+use crate::grad_sink::GradSink;
 use crate::layers::torch_linear;
 
 /// Options of the next-item loss.
@@ -78,6 +79,7 @@ pub fn next_item_targets(batch: &SequenceBatch) -> NextItemTargets {
 pub struct NextItemLoss {
     head: Linear,
     chunk: usize,
+    sink: Option<GradSink>,
 }
 
 impl NextItemLoss {
@@ -95,7 +97,13 @@ impl NextItemLoss {
         Ok(NextItemLoss {
             head,
             chunk: cfg.chunk,
+            sink: None,
         })
+    }
+
+    /// Send the item table's gradient to `sink` instead of candle's `GradStore`.
+    pub fn set_grad_sink(&mut self, sink: Option<GradSink>) {
+        self.sink = sink;
     }
 
     /// Head output `[..., item_dim]`: the query vectors ranked against the item table.
@@ -133,7 +141,7 @@ impl NextItemLoss {
             // Only labelled rows go through the head and the loss: padding costs nothing.
             let h = hidden.reshape((b * t, d))?.index_select(&pos, 0)?;
             let q = self.head.forward(&h)?;
-            chunked_cross_entropy_sum(&q, item_table, &labels, self.chunk)
+            chunked_cross_entropy_sum(&q, item_table, &labels, self.chunk, self.sink.as_ref())
         };
         let sum = run().ctx("next-item loss")?;
         Ok(LossSum { sum, count })

@@ -230,7 +230,7 @@ pub fn align_observed(
         n => n.min(steps_per_epoch * job.train.epochs),
     };
     let soft = m.model.user.is_some();
-    let mut grads = Grads::zeros(&params);
+    let mut grads = Grads::released(&params);
     let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
     let mut last_checkpoint = None;
     let started = Instant::now();
@@ -270,8 +270,9 @@ pub fn align_observed(
                     .and_then(|t| t.to_scalar::<f64>())
                     .ctx("loss value")?;
                 let loss = (&ls.sum / labels).ctx("normalising the loss")?;
-                grads.add(&params, &loss.backward().ctx("backward")?)?;
+                grads.add(&params, loss.backward().ctx("backward")?, None)?;
             }
+            grads.fill_missing(&params);
             let sync = replicas.sum_grads(&mut grads)?;
             let mut reduced = [loss_sum, tokens as f64];
             replicas.sum(&mut reduced)?;

@@ -1,0 +1,254 @@
+//! `uqa bench step`: one pre-training step of the Trm++ encoder, the counterpart of
+//! `../shared/bench/encoder_step.py` with the same defaults (4 layers, width 512, 4 heads,
+//! sequence 128, batch 8, 100,000 items, full side information, random ids) and the same FLOP
+//! formula, so the two JSON lines compare field by field.
+//!
+//! A step is what `uqa pretrain` does per batch on one rank: forward and the chunked
+//! full-softmax loss, backward, gradients moved into flat buffers, clipping by the global norm
+//! and our AdamW. Threads: `OMP_NUM_THREADS` (or `RAYON_NUM_THREADS`), as for every command.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use clap::Args;
+use serde_json::json;
+use uqa_data::batch::{BagColumn, SequenceBatch};
+use uqa_data::rng::Rng;
+use uqa_data::schema::Vocab;
+use uqa_models::{
+    EmbedderConfig, EncoderConfig, GradSink, InputVariant, NextItemConfig, ObjectiveConfig,
+    PretrainConfig, PretrainModel, TrmConfig, seeded_var_builder,
+};
+use uqa_trainer::optim::{AdamW, AdamWConfig, Grads, Params, clip_factor};
+
+use super::CliResult;
+use super::bench::peak_rss_mb;
+
+/// Width of the BPE vocabulary of the shared text-token table (Qwen2's).
+const TEXT_VOCAB: u64 = 151_936;
+
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    #[arg(long, default_value_t = 512)]
+    dim: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Item vocabulary size.
+    #[arg(long, default_value_t = 100_000)]
+    items: u64,
+    #[arg(long, default_value_t = 9_330)]
+    cates: u64,
+    #[arg(long, default_value_t = 149_750)]
+    brands: u64,
+    /// Also the seller vocabulary size, as in encoder_step.py.
+    #[arg(long, default_value_t = 268_446)]
+    shops: u64,
+    /// BPE tokens per text bag.
+    #[arg(long, default_value_t = 8)]
+    bag_len: usize,
+    /// full, no-text or no-side.
+    #[arg(long, default_value = "full")]
+    side: String,
+    /// Item rows per chunk of the chunked cross-entropy.
+    #[arg(long, default_value_t = 2048)]
+    ce_chunk: usize,
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f32,
+    #[arg(long, default_value_t = 4e-4)]
+    lr: f64,
+    /// Clip by this global gradient norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Recompute each block's activations in backward (`activation_checkpointing`).
+    #[arg(long)]
+    activation_checkpointing: bool,
+}
+
+/// Model FLOPs of one training step, encoder_step.py's `step_flops`: forward =
+/// 2 N P_dense + L 4 B T^2 d + 2 N 128 items, a step = 3 forwards.
+fn step_flops(a: &StepArgs, input_dim: usize, hidden: usize) -> f64 {
+    let (n, d, l) = ((a.batch * a.seq) as f64, a.dim as f64, a.layers as f64);
+    let p_dense = input_dim as f64 * d + l * (4.0 * d * d + 3.0 * d * hidden as f64) + d * 128.0;
+    let fwd = 2.0 * n * p_dense
+        + l * 4.0 * a.batch as f64 * (a.seq as f64).powi(2) * d
+        + 2.0 * n * 128.0 * a.items as f64;
+    3.0 * fwd
+}
+
+/// Random full-length rows (no padding), like encoder_step.py's batch with `--min-len 0`.
+fn random_batch(a: &StepArgs, vocab: &Vocab, seed: u64) -> SequenceBatch {
+    let mut rng = Rng::new(seed);
+    let positions = a.batch * a.seq;
+    let mut draw = |n: u64| 1 + rng.below(n - 1) as u32;
+    let sizes = [
+        vocab.items,
+        vocab.cates,
+        vocab.brands,
+        vocab.shops,
+        vocab.sellers,
+    ];
+    let ids = sizes.map(|n| (0..positions).map(|_| draw(n)).collect::<Vec<u32>>());
+    let bags = std::array::from_fn(|_| BagColumn {
+        ids: (0..positions * a.bag_len)
+            .map(|_| draw(TEXT_VOCAB))
+            .collect(),
+        offsets: (0..=positions).map(|p| (p * a.bag_len) as u32).collect(),
+    });
+    SequenceBatch {
+        batch_size: a.batch,
+        seq_len: a.seq,
+        lengths: vec![a.seq as u32; a.batch],
+        rows: (0..a.batch).collect(),
+        ids,
+        bags,
+        timestamps: None,
+    }
+}
+
+pub fn run(a: StepArgs) -> CliResult {
+    let variant = match a.side.as_str() {
+        "full" => InputVariant::Full,
+        "no-text" => InputVariant::NoText,
+        "no-side" => InputVariant::NoSide,
+        other => return Err(format!("--side {other}: expected full, no-text or no-side").into()),
+    };
+    if a.steps == 0 || a.batch == 0 || a.seq < 2 || a.items < 2 {
+        return Err("--steps and --batch must be positive, --seq and --items at least 2".into());
+    }
+    let vocab = Vocab {
+        items: a.items,
+        cates: a.cates,
+        brands: a.brands,
+        shops: a.shops,
+        sellers: a.shops,
+        tokens: TEXT_VOCAB,
+    };
+    let encoder = TrmConfig {
+        layers: a.layers,
+        width: a.dim,
+        heads: a.heads,
+        dropout: a.dropout,
+        activation_checkpointing: a.activation_checkpointing,
+        ..TrmConfig::default()
+    };
+    let hidden = encoder.mlp_hidden();
+    let cfg = PretrainConfig {
+        embedder: EmbedderConfig {
+            variant,
+            ..EmbedderConfig::default()
+        },
+        encoder: EncoderConfig::Trmpp(encoder),
+        objective: ObjectiveConfig::NextItem(NextItemConfig { chunk: a.ce_chunk }),
+    };
+    let varmap = VarMap::new();
+    let vb = seeded_var_builder(&varmap, a.seed, DType::F32, &Device::Cpu);
+    let mut model = PretrainModel::new(&cfg, &vocab, vb)?;
+    let sink = GradSink::new();
+    model.set_grad_sink(Some(sink.clone()));
+    let params = Params::from_varmap(&varmap);
+    let counts = cfg.param_count(&vocab);
+    let mut optimizer = AdamW::new(
+        AdamWConfig {
+            lr: a.lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+        &params,
+    );
+    let mut grads = Grads::released(&params);
+    let batch = random_batch(&a, &vocab, a.seed);
+    let flops = step_flops(&a, cfg.embedder.concat_dim(), hidden);
+    eprintln!(
+        "params: {:.2} M total, {:.2} M without embedding tables; {:.1} GFLOP/step; ce chunked ({})",
+        (counts.dense + counts.embeddings) as f64 / 1e6,
+        counts.dense as f64 / 1e6,
+        flops / 1e9,
+        a.ce_chunk
+    );
+
+    let mut rows = Vec::new();
+    let mut losses = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let t0 = Instant::now();
+        let ls = model.loss(&batch, true, a.seed ^ i as u64)?;
+        let loss = ls.mean()?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        let t1 = Instant::now();
+        grads.add(&params, loss.backward()?, Some(&sink))?;
+        let t2 = Instant::now();
+        if !value.is_finite() || !grads.is_finite() {
+            return Err(format!("step {i}: non-finite loss {value} or gradient").into());
+        }
+        let scale = clip_factor(grads.norm(), a.clip);
+        optimizer.step(&params, &grads, a.lr, scale)?;
+        grads.release();
+        let t3 = Instant::now();
+        let (f, b, o) = (
+            (t1 - t0).as_secs_f64(),
+            (t2 - t1).as_secs_f64(),
+            (t3 - t2).as_secs_f64(),
+        );
+        let timed = i >= a.warmup;
+        eprintln!(
+            "step {i:3} {} loss {value:.4} total {:.3}s fwd {f:.3}s bwd {b:.3}s opt {o:.3}s",
+            if timed { "timed" } else { "warm " },
+            f + b + o
+        );
+        losses.push(value);
+        if timed {
+            rows.push([f + b + o, f, b, o]);
+        }
+    }
+    let median = |j: usize| {
+        let mut v: Vec<f64> = rows.iter().map(|r| r[j]).collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let step_s = median(0);
+    let threads = candle_core::utils::get_num_threads();
+    let res = json!({
+        "bench": "encoder_step", "impl": "uqa", "threads": threads,
+        "layers": a.layers, "dim": a.dim, "heads": a.heads, "seq": a.seq, "batch": a.batch,
+        "items": a.items, "side": a.side, "ce": "chunked", "ce_chunk": a.ce_chunk,
+        "adamw": "uqa", "activation_checkpointing": a.activation_checkpointing,
+        "params_total": counts.dense + counts.embeddings, "params_dense": counts.dense,
+        "flops_per_step": flops, "steps": a.steps, "warmup": a.warmup,
+        "step_s_median": step_s, "fwd_s_median": median(1), "bwd_s_median": median(2),
+        "opt_s_median": median(3),
+        "step_s_all": rows.iter().map(|r| (r[0] * 1e4).round() / 1e4).collect::<Vec<_>>(),
+        "seq_per_s": a.batch as f64 / step_s, "pos_per_s": (a.batch * a.seq) as f64 / step_s,
+        "gflops_per_s": flops / step_s / 1e9, "peak_rss_mb": peak_rss_mb(),
+        "loss_first": losses[0], "loss_last": losses[losses.len() - 1],
+    });
+    eprintln!(
+        "median step {step_s:.3}s  {:.2} seq/s  {:.0} pos/s  {:.1} GFLOP/s  peak RSS {:.0} MB",
+        res["seq_per_s"].as_f64().unwrap_or(0.0),
+        res["pos_per_s"].as_f64().unwrap_or(0.0),
+        res["gflops_per_s"].as_f64().unwrap_or(0.0),
+        res["peak_rss_mb"].as_f64().unwrap_or(0.0),
+    );
+    println!("{res}");
+    Ok(ExitCode::SUCCESS)
+}
