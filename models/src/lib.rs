@@ -34,5 +34,8 @@ pub use error::{ModelError, Result};
 pub use grad_sink::{GradSink, gather_rows};
 pub use init::seeded_var_builder;
 pub use layers::seed_dropout;
-pub use loss::{InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss};
+pub use loss::{
+    InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss, SampledBceConfig,
+    SampledBceLoss,
+};
 pub use pretrain::{ObjectiveConfig, ParamCount, PretrainConfig, PretrainModel};

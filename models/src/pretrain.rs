@@ -13,11 +13,12 @@ use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{CandleContext, ModelError, Result};
 use crate::grad_sink::GradSink;
 use crate::loss::{
-    InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss, uniform_negatives,
+    InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss, SampledBceConfig,
+    SampledBceLoss, uniform_negatives,
 };
 
-/// The pre-training objective; in TOML `kind = "next-item"` (alias `sl`) or `"info-nce"`
-/// (alias `cl`) plus the objective's fields.
+/// The pre-training objective; in TOML `kind = "next-item"` (alias `sl`), `"info-nce"`
+/// (alias `cl`) or `"sampled-bce"` (the SASRec paper's) plus the objective's fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ObjectiveConfig {
@@ -25,6 +26,8 @@ pub enum ObjectiveConfig {
     NextItem(NextItemConfig),
     #[serde(alias = "cl")]
     InfoNce(InfoNceConfig),
+    /// The SASRec paper's binary cross-entropy against sampled negatives.
+    SampledBce(SampledBceConfig),
 }
 
 impl Default for ObjectiveConfig {
@@ -80,6 +83,10 @@ impl PretrainConfig {
                 Err(ModelError::config("objective.chunk", "must be positive"))
             }
             ObjectiveConfig::InfoNce(c) => c.validate(),
+            ObjectiveConfig::SampledBce(c) if c.negatives == 0 => Err(ModelError::config(
+                "objective.negatives",
+                "must be positive",
+            )),
             _ => Ok(()),
         }
     }
@@ -88,6 +95,7 @@ impl PretrainConfig {
 enum Objective {
     NextItem(NextItemLoss),
     InfoNce(InfoNceLoss),
+    SampledBce(SampledBceLoss),
 }
 
 /// Embedder, encoder and objective. Weights: `embedder.*`, `encoder.*`, `head.*`.
@@ -112,6 +120,9 @@ impl PretrainModel {
             ObjectiveConfig::InfoNce(c) => {
                 Objective::InfoNce(InfoNceLoss::new(c, width, item_dim, vb.pp("head"))?)
             }
+            ObjectiveConfig::SampledBce(c) => {
+                Objective::SampledBce(SampledBceLoss::new(c, width, item_dim, vb.pp("head"))?)
+            }
         };
         Ok(PretrainModel {
             cfg: cfg.clone(),
@@ -130,8 +141,10 @@ impl PretrainModel {
     pub fn set_grad_sink(&mut self, sink: Option<GradSink>) {
         self.embedder.set_grad_sink(sink.clone());
         self.encoder.set_grad_sink(sink.clone());
-        if let Objective::NextItem(l) = &mut self.objective {
-            l.set_grad_sink(sink);
+        match &mut self.objective {
+            Objective::NextItem(l) => l.set_grad_sink(sink),
+            Objective::SampledBce(l) => l.set_grad_sink(sink),
+            Objective::InfoNce(_) => {}
         }
     }
 
@@ -160,6 +173,7 @@ impl PretrainModel {
                 let neg = uniform_negatives(seed, l.config().sampled_negatives, items);
                 l.forward(&h, self.item_table(), batch, &neg)
             }
+            Objective::SampledBce(l) => l.forward(&h, self.item_table(), batch, seed),
         }
     }
 
@@ -183,6 +197,7 @@ impl PretrainModel {
         match &self.objective {
             Objective::NextItem(l) => l.project(&h),
             Objective::InfoNce(l) => l.project(&h),
+            Objective::SampledBce(l) => l.project(&h),
         }
     }
 }

@@ -37,6 +37,7 @@ fn encoders() -> Vec<EncoderConfig> {
             ffn: 12,
             max_len: 16,
             positions: Positions::FromEnd,
+            norm_first: true,
             init_std: 0.3,
             ..SasrecConfig::default()
         }),

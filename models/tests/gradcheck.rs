@@ -9,7 +9,8 @@ use candle_nn::{VarBuilder, VarMap};
 use common::{Rng, VOCAB, batch, gradcheck};
 use uqa_models::{
     EmbedderConfig, EncoderConfig, FeatureEmbedder, Gru4RecConfig, HstuConfig, InputVariant,
-    Mamba4RecConfig, NextItemConfig, NextItemLoss, SasrecConfig, TrmConfig, mask_tensor,
+    Mamba4RecConfig, NextItemConfig, NextItemLoss, Positions, SampledBceConfig, SampledBceLoss,
+    SasrecConfig, TrmConfig, mask_tensor,
 };
 
 fn vb(vm: &VarMap) -> VarBuilder<'static> {
@@ -92,7 +93,14 @@ fn sasrec_gradients_match_finite_differences() {
         ..SasrecConfig::default()
     };
     // Position rows 5 and 6 are never used by a length-5 batch (their gradient is zero).
-    encoder_gradcheck(EncoderConfig::Sasrec(cfg), None, &[]);
+    encoder_gradcheck(EncoderConfig::Sasrec(cfg.clone()), None, &[]);
+    // The SASRec paper's layout: pre-norm blocks, positions counted from the newest item.
+    let paper = SasrecConfig {
+        norm_first: true,
+        positions: Positions::FromEnd,
+        ..cfg
+    };
+    encoder_gradcheck(EncoderConfig::Sasrec(paper), None, &[]);
 }
 
 fn tiny_hstu(reference_compat: bool) -> HstuConfig {
@@ -181,4 +189,43 @@ fn full_model_loss_gradients_match_finite_differences() {
     };
     let n = gradcheck(&vm, &loss, 5, &[]);
     assert!(n > 40, "only {n} coordinates compared");
+}
+
+#[test]
+fn sampled_bce_gradients_match_finite_differences() {
+    // Embedder -> SASRec -> head -> the SASRec paper's loss: the tied table is reached through
+    // the input lookup, the next items and the sampled negatives (a fixed seed keeps them).
+    let vm = VarMap::new();
+    let emb = FeatureEmbedder::new(
+        &tiny_embedder(InputVariant::NoSide),
+        &VOCAB,
+        6,
+        vb(&vm).pp("emb"),
+    )
+    .unwrap();
+    let cfg = EncoderConfig::Sasrec(SasrecConfig {
+        layers: 1,
+        width: 6,
+        heads: 2,
+        ffn: 8,
+        dropout: 0.0,
+        max_len: 5,
+        init_std: 0.3,
+        norm_first: true,
+        positions: Positions::FromEnd,
+        ..SasrecConfig::default()
+    });
+    let enc = cfg.build(vb(&vm).pp("enc")).unwrap();
+    let head =
+        SampledBceLoss::new(&SampledBceConfig { negatives: 2 }, 6, 4, vb(&vm).pp("head")).unwrap();
+    let b = batch(&[5, 3, 2], 5, 4);
+    let mask = mask_tensor(&b, DType::F64, &Device::Cpu).unwrap();
+    let loss = || {
+        let h = enc.forward(&emb.forward(&b).unwrap(), &mask, true).unwrap();
+        let l = head.forward(&h, emb.item_table(), &b, 11).unwrap();
+        assert_eq!(l.count, 4 + 2 + 1);
+        l.mean().unwrap()
+    };
+    let n = gradcheck(&vm, &loss, 5, &[]);
+    assert!(n > 30, "only {n} coordinates compared");
 }

@@ -4,6 +4,8 @@
 //! dropout after the activation, as `torch.nn.TransformerEncoderLayer`), a causal + padding
 //! mask, and a final LayerNorm. Weights: normal(0, init_std), biases zero, norms at identity.
 //!
+//! `norm_first` moves the norms to the sub-layer inputs (pre-norm, the SASRec paper's layout).
+//!
 //! Positions count from each sequence's start by default (the reference's right-padded layout).
 //! `positions = "from-end"` counts back from the most recent item instead, so the newest item
 //! always has the same position embedding whatever the history length: what the SASRec paper's
@@ -43,6 +45,10 @@ pub struct SasrecConfig {
     /// Rows of the position table; longer sequences are an error.
     pub max_len: usize,
     pub positions: Positions,
+    /// Normalise each sub-layer's input instead of its residual sum (torch's
+    /// `TransformerEncoderLayer(norm_first=True)`): `x = x + drop(attn(LN(x)))`, as the SASRec
+    /// paper's blocks do. Post-norm (the reference's) trains slowly without learning-rate warmup.
+    pub norm_first: bool,
     pub norm_eps: f64,
     pub init_std: f64,
 }
@@ -57,6 +63,7 @@ impl Default for SasrecConfig {
             dropout: 0.1,
             max_len: 512,
             positions: Positions::FromStart,
+            norm_first: false,
             norm_eps: 1e-5,
             init_std: 0.02,
         }
@@ -103,6 +110,7 @@ struct Layer {
     ffn2: Linear,
     norm2: LayerNorm,
     dropout: f32,
+    norm_first: bool,
 }
 
 impl Layer {
@@ -123,18 +131,29 @@ impl Layer {
             ffn2: linear(cfg.ffn, cfg.width, true, init, vb.pp("ffn2"))?,
             norm2: LayerNorm::new(cfg.width, cfg.norm_eps, vb.pp("norm2"))?,
             dropout: cfg.dropout,
+            norm_first: cfg.norm_first,
         })
     }
 
     fn forward(&self, x: &Tensor, bias: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let a = self.attn.forward(x, bias, None, train)?;
-        let x = self
-            .norm1
-            .forward(&(x + dropout(&a, self.dropout, train)?)?)?;
-        let h = dropout(&self.ffn1.forward(&x)?.relu()?, self.dropout, train)?;
-        let f = self.ffn2.forward(&h)?;
-        self.norm2
-            .forward(&(x + dropout(&f, self.dropout, train)?)?)
+        let attn = |x: &Tensor| -> candle_core::Result<Tensor> {
+            dropout(
+                &self.attn.forward(x, bias, None, train)?,
+                self.dropout,
+                train,
+            )
+        };
+        let ffn = |x: &Tensor| -> candle_core::Result<Tensor> {
+            let h = dropout(&self.ffn1.forward(x)?.relu()?, self.dropout, train)?;
+            dropout(&self.ffn2.forward(&h)?, self.dropout, train)
+        };
+        if self.norm_first {
+            let x = (x + attn(&self.norm1.forward(x)?)?)?;
+            &x + ffn(&self.norm2.forward(&x)?)?
+        } else {
+            let x = self.norm1.forward(&(x + attn(x)?)?)?;
+            self.norm2.forward(&(&x + ffn(&x)?)?)
+        }
     }
 }
 
