@@ -11,6 +11,7 @@ pub mod eval;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
+pub mod plan;
 pub mod pretrain;
 pub mod telemetry;
 

@@ -14,7 +14,7 @@ use candle_nn::VarMap;
 use serde_json::json;
 use uqa_data::batch::{SequenceBatch, collate};
 use uqa_data::dataset::Dataset;
-use uqa_data::sampler::{DistributedSampler, SamplerConfig, SamplerState};
+use uqa_data::sampler::SamplerState;
 use uqa_models::{GradSink, PretrainModel, seeded_var_builder};
 
 use crate::checkpoint::{self, Checkpointer, TrainState};
@@ -24,6 +24,7 @@ use crate::eval::{RankingMetrics, evaluate};
 use crate::metrics::MetricsLog;
 use crate::optim::{AdamW, Grads, Params, Shard};
 use crate::parallel::Replicas;
+use crate::plan::BatchPlan;
 use crate::telemetry::{StepRecord, Telemetry};
 
 /// What a finished run reports.
@@ -66,21 +67,11 @@ pub fn pretrain_observed(
     telemetry: &Telemetry,
 ) -> Result<PretrainOutcome> {
     let (rank, world) = (replicas.rank(), replicas.world_size());
-    let per_rank = job.train.batch_size / world;
-    if !job
-        .train
-        .batch_size
-        .is_multiple_of(world * job.train.grad_accum)
-    {
-        return Err(TrainError::Invalid(format!(
-            "train.batch_size = {} is not divisible by world size ({world}) x train.grad_accum ({})",
-            job.train.batch_size, job.train.grad_accum
-        )));
-    }
     replicas.check_same("config hash", &job.hash())?;
     let out = &job.train.out;
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     let ds = Dataset::open(&job.data.dir)?;
+    let plan = BatchPlan::new(ds.train.num_rows(), rank, world, &job.train)?;
     ds.train.advise_random();
 
     // Same seed, same initial weights.
@@ -133,22 +124,12 @@ pub fn pretrain_observed(
     };
     let mut log = MetricsLog::for_run(lead, out, &config_toml)?;
 
-    let sampler = DistributedSampler::new(
-        ds.train.num_rows(),
-        rank,
-        world,
-        SamplerConfig {
-            shuffle: true,
-            seed: job.train.seed,
-            drop_last: false,
-        },
-    );
-    let micro = per_rank / job.train.grad_accum;
-    let steps_per_epoch = sampler.shard_len().div_ceil(per_rank) as u64;
-    let total_steps = match job.train.max_steps {
-        0 => steps_per_epoch * job.train.epochs,
-        n => n.min(steps_per_epoch * job.train.epochs),
-    };
+    let BatchPlan {
+        sampler,
+        per_rank,
+        micro,
+        total_steps,
+    } = plan;
     let mut grads = Grads::released(&params);
     let mut last_loss = f64::NAN;
     let mut last_eval = None;

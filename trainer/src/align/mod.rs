@@ -18,7 +18,7 @@ use serde_json::json;
 use uqa_data::batch::collate;
 use uqa_data::catalog::ItemCatalog;
 use uqa_data::dataset::Dataset;
-use uqa_data::sampler::{DistributedSampler, SamplerConfig, SamplerState};
+use uqa_data::sampler::SamplerState;
 use uqa_models::llm::chat::EncodedChat;
 
 pub use config::{AlignJob, LlmSource, PromptConfig, Strategy};
@@ -30,6 +30,7 @@ use crate::error::{CandleContext, Result, TrainError};
 use crate::metrics::MetricsLog;
 use crate::optim::{AdamW, Grads, Params, Shard};
 use crate::parallel::Replicas;
+use crate::plan::BatchPlan;
 use crate::telemetry::{StepRecord, Telemetry};
 
 /// The training questions file inside a `uqa qa-gen` folder.
@@ -135,17 +136,6 @@ pub fn align_observed(
     telemetry: &Telemetry,
 ) -> Result<AlignOutcome> {
     let (rank, world) = (replicas.rank(), replicas.world_size());
-    if !job
-        .train
-        .batch_size
-        .is_multiple_of(world * job.train.grad_accum)
-    {
-        return Err(TrainError::Invalid(format!(
-            "train.batch_size = {} is not divisible by world size ({world}) x train.grad_accum ({})",
-            job.train.batch_size, job.train.grad_accum
-        )));
-    }
-    let per_rank = job.train.batch_size / world;
     replicas.check_same("config hash", &job.hash())?;
     let out = &job.train.out;
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
@@ -167,6 +157,12 @@ pub fn align_observed(
             job.data.qa_dir.join(&job.data.train_file).display()
         )));
     }
+    let BatchPlan {
+        sampler,
+        per_rank,
+        micro,
+        total_steps,
+    } = BatchPlan::new(questions.len(), rank, world, &job.train)?;
     let params = Params::from_varmap(&m.trainable);
     if params.is_empty() {
         return Err(TrainError::Invalid("nothing to train".into()));
@@ -213,22 +209,6 @@ pub fn align_observed(
     };
     let mut log = MetricsLog::for_run(lead, out, &config_toml)?;
 
-    let sampler = DistributedSampler::new(
-        questions.len(),
-        rank,
-        world,
-        SamplerConfig {
-            shuffle: true,
-            seed: job.train.seed,
-            drop_last: false,
-        },
-    );
-    let micro = per_rank / job.train.grad_accum;
-    let steps_per_epoch = sampler.shard_len().div_ceil(per_rank) as u64;
-    let total_steps = match job.train.max_steps {
-        0 => steps_per_epoch * job.train.epochs,
-        n => n.min(steps_per_epoch * job.train.epochs),
-    };
     let soft = m.model.user.is_some();
     let mut grads = Grads::released(&params);
     let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
