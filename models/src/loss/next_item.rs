@@ -75,6 +75,24 @@ pub fn next_item_targets(batch: &SequenceBatch) -> NextItemTargets {
     out
 }
 
+/// [`next_item_targets`], refusing labels outside `item_table` (naming the position).
+pub(crate) fn checked_targets(
+    batch: &SequenceBatch,
+    item_table: &Tensor,
+) -> Result<NextItemTargets> {
+    let targets = next_item_targets(batch);
+    let vocab = item_table.dim(0).ctx("item table shape")?;
+    if let Some(i) = targets.labels.iter().position(|&l| l as usize >= vocab) {
+        return Err(ModelError::IdOutOfRange {
+            feature: "item (label)",
+            id: targets.labels[i],
+            position: targets.positions[i] as usize + 1,
+            vocab: vocab as u64,
+        });
+    }
+    Ok(targets)
+}
+
 /// The output head plus the chunked tied cross-entropy.
 pub struct NextItemLoss {
     head: Linear,
@@ -119,16 +137,7 @@ impl NextItemLoss {
         item_table: &Tensor,
         batch: &SequenceBatch,
     ) -> Result<LossSum> {
-        let targets = next_item_targets(batch);
-        let vocab = item_table.dim(0).ctx("item table shape")?;
-        if let Some(i) = targets.labels.iter().position(|&l| l as usize >= vocab) {
-            return Err(ModelError::IdOutOfRange {
-                feature: "item (label)",
-                id: targets.labels[i],
-                position: targets.positions[i] as usize + 1,
-                vocab: vocab as u64,
-            });
-        }
+        let targets = checked_targets(batch, item_table)?;
         let count = targets.labels.len();
         let dev = hidden.device();
         let run = || -> candle_core::Result<Tensor> {

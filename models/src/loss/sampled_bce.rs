@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use uqa_data::batch::SequenceBatch;
 use uqa_data::rng::Rng;
 
-use super::next_item::{LossSum, next_item_targets};
+use super::next_item::{LossSum, checked_targets};
 use crate::error::{CandleContext, ModelError, Result};
 use crate::grad_sink::{GradSink, gather_rows};
 use crate::layers::torch_linear;
@@ -82,16 +82,8 @@ impl SampledBceLoss {
         batch: &SequenceBatch,
         seed: u64,
     ) -> Result<LossSum> {
-        let targets = next_item_targets(batch);
+        let targets = checked_targets(batch, item_table)?;
         let vocab = item_table.dim(0).ctx("item table shape")?;
-        if let Some(i) = targets.labels.iter().position(|&l| l as usize >= vocab) {
-            return Err(ModelError::IdOutOfRange {
-                feature: "item (label)",
-                id: targets.labels[i],
-                position: targets.positions[i] as usize + 1,
-                vocab: vocab as u64,
-            });
-        }
         let count = targets.labels.len();
         let negatives = self.draw_negatives(batch, &targets.positions, vocab as u64, seed);
         let run = || -> candle_core::Result<Tensor> {
@@ -166,6 +158,7 @@ mod tests {
     use candle_nn::VarMap;
 
     use super::*;
+    use crate::loss::next_item_targets;
 
     fn batch(rows: &[&[u32]]) -> SequenceBatch {
         let t = rows.iter().map(|r| r.len()).max().unwrap();
