@@ -11,13 +11,12 @@
 //! and a step is reproducible; [`uniform_negatives`] draws them uniformly from the real items.
 
 use candle_core::{D, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use uqa_data::batch::SequenceBatch;
 
-use super::next_item::{LossSum, next_item_targets};
+use super::next_item::{ItemHead, LossSum, next_item_targets};
 use crate::error::{CandleContext, ModelError, Result};
-use crate::layers::torch_linear;
 
 /// Options of the InfoNCE loss.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +75,7 @@ pub fn uniform_negatives(seed: u64, count: usize, items: u64) -> Vec<u32> {
 
 /// The output head plus InfoNCE.
 pub struct InfoNceLoss {
-    head: Linear,
+    head: ItemHead,
     cfg: InfoNceConfig,
 }
 
@@ -84,7 +83,7 @@ impl InfoNceLoss {
     /// `head: Linear(width, item_dim)` with bias, under `vb`.
     pub fn new(cfg: &InfoNceConfig, width: usize, item_dim: usize, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        let head = torch_linear(width, item_dim, vb).ctx("creating the output head")?;
+        let head = ItemHead::new(width, item_dim, vb)?;
         Ok(InfoNceLoss {
             head,
             cfg: cfg.clone(),
@@ -97,7 +96,7 @@ impl InfoNceLoss {
 
     /// Head output `[..., item_dim]`: the query vectors ranked against the item table.
     pub fn project(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.head.forward(hidden).ctx("output head")
+        self.head.project(hidden)
     }
 
     /// Summed InfoNCE of `hidden: [B, T, d]` against `item_table: [V, item_dim]`, with the

@@ -93,9 +93,33 @@ pub(crate) fn checked_targets(
     Ok(targets)
 }
 
+/// The output head every objective shares: `Linear(width, item_dim)` with bias and PyTorch's
+/// default initialisation, whose output (the query) is ranked against the tied item table.
+pub(crate) struct ItemHead(Linear);
+
+impl ItemHead {
+    /// Weights `weight`, `bias` under `vb`.
+    pub fn new(width: usize, item_dim: usize, vb: VarBuilder) -> Result<Self> {
+        torch_linear(width, item_dim, vb)
+            .map(ItemHead)
+            .ctx("creating the output head")
+    }
+
+    /// Head output `[..., item_dim]`: the query vectors ranked against the item table.
+    pub fn project(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.0.forward(hidden).ctx("output head")
+    }
+}
+
+impl Module for ItemHead {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.forward(x)
+    }
+}
+
 /// The output head plus the chunked tied cross-entropy.
 pub struct NextItemLoss {
-    head: Linear,
+    head: ItemHead,
     chunk: usize,
     sink: Option<GradSink>,
 }
@@ -111,7 +135,7 @@ impl NextItemLoss {
         if cfg.chunk == 0 {
             return Err(ModelError::config("objective.chunk", "must be positive"));
         }
-        let head = torch_linear(width, item_dim, vb).ctx("creating the output head")?;
+        let head = ItemHead::new(width, item_dim, vb)?;
         Ok(NextItemLoss {
             head,
             chunk: cfg.chunk,
@@ -126,7 +150,7 @@ impl NextItemLoss {
 
     /// Head output `[..., item_dim]`: the query vectors ranked against the item table.
     pub fn project(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.head.forward(hidden).ctx("output head")
+        self.head.project(hidden)
     }
 
     /// Summed next-item loss of `hidden: [B, T, d]` (encoder output for `batch`) against the

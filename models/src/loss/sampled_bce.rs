@@ -10,15 +10,14 @@
 use std::collections::HashSet;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use uqa_data::batch::SequenceBatch;
 use uqa_data::rng::Rng;
 
-use super::next_item::{LossSum, checked_targets};
+use super::next_item::{ItemHead, LossSum, checked_targets};
 use crate::error::{CandleContext, ModelError, Result};
 use crate::grad_sink::{GradSink, gather_rows};
-use crate::layers::torch_linear;
 
 /// Options of the sampled binary cross-entropy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,7 +35,7 @@ impl Default for SampledBceConfig {
 
 /// The output head plus the sampled binary cross-entropy.
 pub struct SampledBceLoss {
-    head: Linear,
+    head: ItemHead,
     negatives: usize,
     sink: Option<GradSink>,
 }
@@ -55,7 +54,7 @@ impl SampledBceLoss {
                 "must be positive",
             ));
         }
-        let head = torch_linear(width, item_dim, vb).ctx("creating the output head")?;
+        let head = ItemHead::new(width, item_dim, vb)?;
         Ok(SampledBceLoss {
             head,
             negatives: cfg.negatives,
@@ -70,7 +69,7 @@ impl SampledBceLoss {
 
     /// Head output `[..., item_dim]`: the query vectors ranked against the item table.
     pub fn project(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.head.forward(hidden).ctx("output head")
+        self.head.project(hidden)
     }
 
     /// Summed loss of `hidden: [B, T, d]` (encoder output for `batch`) against the tied
