@@ -56,6 +56,10 @@ pub struct EmbedderConfig {
     /// table as is). 1 in the reference; SASRec scales by sqrt(item_dim), which lets the items
     /// rather than the position embeddings dominate the first layer's input.
     pub item_scale: f64,
+    /// Project the concatenated features to the encoder width (the reference). Off, the
+    /// concatenation feeds the encoder as is, which needs it to be exactly the encoder width
+    /// (SASRec's item embeddings are its input).
+    pub projection: bool,
 }
 
 impl Default for EmbedderConfig {
@@ -66,6 +70,7 @@ impl Default for EmbedderConfig {
             side_dim: 64,
             init_std: 0.02,
             item_scale: 1.0,
+            projection: true,
         }
     }
 }
@@ -82,7 +87,11 @@ impl EmbedderConfig {
 
     /// Dense parameters (the projection), embedding tables excluded as in the paper.
     pub fn dense_params(&self, width: usize) -> usize {
-        self.concat_dim() * width + width
+        if self.projection {
+            self.concat_dim() * width + width
+        } else {
+            0
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -117,7 +126,8 @@ pub struct FeatureEmbedder {
     /// The token table shared by the five text bags (present for `Full` only).
     tokens: Option<Tensor>,
     vocab: Vocab,
-    proj: Linear,
+    /// None when `projection = false`.
+    proj: Option<Linear>,
     /// Where the tables' gradients go (see `grad_sink`); none: through candle.
     sink: Option<GradSink>,
 }
@@ -161,8 +171,22 @@ impl FeatureEmbedder {
             InputVariant::Full => Some(table("tokens", vocab.tokens, cfg.side_dim)?),
             _ => None,
         };
-        let proj = crate::layers::torch_linear(cfg.concat_dim(), width, vb.pp("proj"))
-            .ctx("creating the input projection")?;
+        let proj = if cfg.projection {
+            Some(
+                crate::layers::torch_linear(cfg.concat_dim(), width, vb.pp("proj"))
+                    .ctx("creating the input projection")?,
+            )
+        } else if cfg.concat_dim() != width {
+            return Err(ModelError::config(
+                "embedder.projection",
+                format!(
+                    "false needs the features ({} wide) to be the encoder width {width}",
+                    cfg.concat_dim()
+                ),
+            ));
+        } else {
+            None
+        };
         Ok(FeatureEmbedder {
             cfg: cfg.clone(),
             item,
@@ -191,10 +215,12 @@ impl FeatureEmbedder {
     /// Fused, projected features `[B, T, width]` of a padded batch.
     pub fn forward(&self, batch: &SequenceBatch) -> Result<Tensor> {
         let x = self.features(batch)?;
-        self.proj
-            .forward(&x)
-            .and_then(|y| y.reshape((batch.batch_size, batch.seq_len, ())))
-            .ctx("projecting the fused features")
+        match &self.proj {
+            Some(proj) => proj.forward(&x),
+            None => Ok(x),
+        }
+        .and_then(|y| y.reshape((batch.batch_size, batch.seq_len, ())))
+        .ctx("projecting the fused features")
     }
 
     /// The concatenated pooled features before the projection, `[B * T, concat_dim]`.

@@ -218,6 +218,19 @@ impl SelfAttention {
         rope: Option<&Rope>,
         train: bool,
     ) -> Result<Tensor> {
+        self.forward_kv(x, x, bias, rope, train)
+    }
+
+    /// Attention with queries from `x` and keys and values from `kv` (same shape): the SASRec
+    /// authors' blocks normalise only the queries.
+    pub fn forward_kv(
+        &self,
+        x: &Tensor,
+        kv: &Tensor,
+        bias: &Tensor,
+        rope: Option<&Rope>,
+        train: bool,
+    ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.heads;
         let split = |y: Tensor| -> Result<Tensor> {
@@ -226,8 +239,8 @@ impl SelfAttention {
                 .contiguous()
         };
         let mut q = split(self.q.forward(x)?)?;
-        let mut k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
+        let mut k = split(self.k.forward(kv)?)?;
+        let v = split(self.v.forward(kv)?)?;
         if let Some(rope) = rope {
             q = rope.apply(&q)?;
             k = rope.apply(&k)?;

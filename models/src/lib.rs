@@ -27,15 +27,15 @@ pub mod soft_prompt;
 
 pub use embedder::{EmbedderConfig, FeatureEmbedder, InputVariant, mask_tensor};
 pub use encoder::{
-    Encoder, EncoderConfig, Gru4Rec, Gru4RecConfig, Hstu, HstuConfig, Mamba4Rec, Mamba4RecConfig,
-    Positions, Sasrec, SasrecConfig, TrmConfig, TrmPlusPlus,
+    BlockLayout, Encoder, EncoderConfig, Gru4Rec, Gru4RecConfig, Hstu, HstuConfig, Mamba4Rec,
+    Mamba4RecConfig, Positions, Sasrec, SasrecConfig, TrmConfig, TrmPlusPlus,
 };
 pub use error::{ModelError, Result};
 pub use grad_sink::{GradSink, gather_rows};
 pub use init::seeded_var_builder;
 pub use layers::seed_dropout;
 pub use loss::{
-    InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss, SampledBceConfig,
+    InfoNceConfig, InfoNceLoss, ItemHead, LossSum, NextItemConfig, NextItemLoss, SampledBceConfig,
     SampledBceLoss,
 };
 pub use pretrain::{ObjectiveConfig, ParamCount, PretrainConfig, PretrainModel};

@@ -13,7 +13,7 @@ use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{CandleContext, ModelError, Result};
 use crate::grad_sink::GradSink;
 use crate::loss::{
-    InfoNceConfig, InfoNceLoss, LossSum, NextItemConfig, NextItemLoss, SampledBceConfig,
+    InfoNceConfig, InfoNceLoss, ItemHead, LossSum, NextItemConfig, NextItemLoss, SampledBceConfig,
     SampledBceLoss, uniform_negatives,
 };
 
@@ -45,6 +45,15 @@ pub struct PretrainConfig {
     pub encoder: EncoderConfig,
     #[serde(default)]
     pub objective: ObjectiveConfig,
+    /// The `Linear(width, item_dim)` output head before the tied logits (the reference). Off,
+    /// the encoder output is ranked against the item table directly, as in the SASRec authors'
+    /// code; the encoder width must then equal `embedder.item_dim`.
+    #[serde(default = "default_output_head")]
+    pub output_head: bool,
+}
+
+fn default_output_head() -> bool {
+    true
 }
 
 /// Parameter counts: `dense` follows the paper's convention (embedding tables excluded);
@@ -61,7 +70,11 @@ impl PretrainConfig {
     pub fn param_count(&self, vocab: &Vocab) -> ParamCount {
         let e = &self.embedder;
         let d = self.encoder.width();
-        let head = d * e.item_dim + e.item_dim;
+        let head = if self.output_head {
+            d * e.item_dim + e.item_dim
+        } else {
+            0
+        };
         let side = (vocab.cates + vocab.brands + vocab.shops + vocab.sellers) as usize;
         let embeddings = vocab.items as usize * e.item_dim
             + match e.variant {
@@ -78,6 +91,13 @@ impl PretrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.embedder.validate()?;
         self.encoder.validate()?;
+        let (width, item_dim) = (self.encoder.width(), self.embedder.item_dim);
+        if !self.output_head && width != item_dim {
+            return Err(ModelError::config(
+                "output_head",
+                format!("false needs encoder width {width} = embedder.item_dim {item_dim}"),
+            ));
+        }
         match &self.objective {
             ObjectiveConfig::NextItem(c) if c.chunk == 0 => {
                 Err(ModelError::config("objective.chunk", "must be positive"))
@@ -113,16 +133,15 @@ impl PretrainModel {
         let item_dim = cfg.embedder.item_dim;
         let embedder = FeatureEmbedder::new(&cfg.embedder, vocab, width, vb.pp("embedder"))?;
         let encoder = cfg.encoder.build(vb.pp("encoder"))?;
+        let head = if cfg.output_head {
+            ItemHead::linear(width, item_dim, vb.pp("head"))?
+        } else {
+            ItemHead::identity()
+        };
         let objective = match &cfg.objective {
-            ObjectiveConfig::NextItem(c) => {
-                Objective::NextItem(NextItemLoss::new(c, width, item_dim, vb.pp("head"))?)
-            }
-            ObjectiveConfig::InfoNce(c) => {
-                Objective::InfoNce(InfoNceLoss::new(c, width, item_dim, vb.pp("head"))?)
-            }
-            ObjectiveConfig::SampledBce(c) => {
-                Objective::SampledBce(SampledBceLoss::new(c, width, item_dim, vb.pp("head"))?)
-            }
+            ObjectiveConfig::NextItem(c) => Objective::NextItem(NextItemLoss::new(c, head)?),
+            ObjectiveConfig::InfoNce(c) => Objective::InfoNce(InfoNceLoss::new(c, head)?),
+            ObjectiveConfig::SampledBce(c) => Objective::SampledBce(SampledBceLoss::new(c, head)?),
         };
         Ok(PretrainModel {
             cfg: cfg.clone(),

@@ -19,6 +19,7 @@ fn build_scaled(variant: InputVariant, item_scale: f64, vm: &VarMap) -> FeatureE
         side_dim: 3,
         init_std: 0.5,
         item_scale,
+        ..EmbedderConfig::default()
     };
     let vb = VarBuilder::from_varmap(vm, DType::F64, &Device::Cpu);
     FeatureEmbedder::new(&cfg, &VOCAB, 5, vb).unwrap()
@@ -45,6 +46,43 @@ fn item_scale_multiplies_the_item_columns_only() {
         }
         assert_eq!(&row[4..7], &cate[..]);
     }
+}
+
+/// Without the projection, SASRec's input is the (scaled) item embedding itself; a width that
+/// differs from the features' is refused, naming the key.
+#[test]
+fn without_projection_the_features_are_the_encoder_input() {
+    let cfg = EmbedderConfig {
+        variant: InputVariant::NoSide,
+        item_dim: 4,
+        init_std: 0.5,
+        item_scale: 2.0,
+        projection: false,
+        ..EmbedderConfig::default()
+    };
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+    let emb = FeatureEmbedder::new(&cfg, &VOCAB, 4, vb.clone()).unwrap();
+    assert_eq!(cfg.dense_params(4), 0);
+    assert!(
+        !vm.data()
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("proj"))
+    );
+    let b = batch(&[3, 1], 3, 4);
+    let x: Vec<Vec<Vec<f64>>> = emb.forward(&b).unwrap().to_vec3().unwrap();
+    let items = rows(&vm, "item");
+    for (p, &id) in b.ids[0].iter().enumerate() {
+        let want: Vec<f64> = items[id as usize].iter().map(|v| 2.0 * v).collect();
+        assert_eq!(x[p / 3][p % 3], want, "position {p}");
+    }
+    let err = FeatureEmbedder::new(&cfg, &VOCAB, 5, vb)
+        .err()
+        .expect("width 5 differs from item_dim 4")
+        .to_string();
+    assert!(err.contains("embedder.projection"), "{err}");
 }
 
 #[test]

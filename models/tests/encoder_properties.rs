@@ -8,9 +8,23 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::{Rng, batch, repad};
 use uqa_models::{
-    EncoderConfig, Gru4RecConfig, HstuConfig, Mamba4RecConfig, Positions, SasrecConfig, TrmConfig,
-    mask_tensor,
+    BlockLayout, EncoderConfig, Gru4RecConfig, HstuConfig, Mamba4RecConfig, Positions,
+    SasrecConfig, TrmConfig, mask_tensor,
 };
+
+fn tiny_sasrec(positions: Positions, layout: BlockLayout) -> SasrecConfig {
+    SasrecConfig {
+        layers: 2,
+        width: 8,
+        heads: 2,
+        ffn: 12,
+        max_len: 16,
+        positions,
+        layout,
+        init_std: 0.3,
+        ..SasrecConfig::default()
+    }
+}
 
 fn encoders() -> Vec<EncoderConfig> {
     vec![
@@ -21,26 +35,9 @@ fn encoders() -> Vec<EncoderConfig> {
             init_std: 0.3,
             ..TrmConfig::default()
         }),
-        EncoderConfig::Sasrec(SasrecConfig {
-            layers: 2,
-            width: 8,
-            heads: 2,
-            ffn: 12,
-            max_len: 16,
-            init_std: 0.3,
-            ..SasrecConfig::default()
-        }),
-        EncoderConfig::Sasrec(SasrecConfig {
-            layers: 2,
-            width: 8,
-            heads: 2,
-            ffn: 12,
-            max_len: 16,
-            positions: Positions::FromEnd,
-            norm_first: true,
-            init_std: 0.3,
-            ..SasrecConfig::default()
-        }),
+        EncoderConfig::Sasrec(tiny_sasrec(Positions::FromStart, BlockLayout::PostNorm)),
+        EncoderConfig::Sasrec(tiny_sasrec(Positions::FromEnd, BlockLayout::PreNorm)),
+        EncoderConfig::Sasrec(tiny_sasrec(Positions::FromEnd, BlockLayout::Sasrec)),
         EncoderConfig::Hstu(hstu(false)),
         EncoderConfig::Hstu(hstu(true)),
         EncoderConfig::Gru4rec(Gru4RecConfig {

@@ -8,9 +8,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::{Rng, VOCAB, batch, gradcheck};
 use uqa_models::{
-    EmbedderConfig, EncoderConfig, FeatureEmbedder, Gru4RecConfig, HstuConfig, InputVariant,
-    Mamba4RecConfig, NextItemConfig, NextItemLoss, Positions, SampledBceConfig, SampledBceLoss,
-    SasrecConfig, TrmConfig, mask_tensor,
+    BlockLayout, EmbedderConfig, EncoderConfig, FeatureEmbedder, Gru4RecConfig, HstuConfig,
+    InputVariant, ItemHead, Mamba4RecConfig, NextItemConfig, NextItemLoss, Positions,
+    SampledBceConfig, SampledBceLoss, SasrecConfig, TrmConfig, mask_tensor,
 };
 
 fn vb(vm: &VarMap) -> VarBuilder<'static> {
@@ -24,6 +24,7 @@ fn tiny_embedder(variant: InputVariant) -> EmbedderConfig {
         side_dim: 3,
         init_std: 0.5,
         item_scale: 1.5,
+        ..EmbedderConfig::default()
     }
 }
 
@@ -94,13 +95,16 @@ fn sasrec_gradients_match_finite_differences() {
     };
     // Position rows 5 and 6 are never used by a length-5 batch (their gradient is zero).
     encoder_gradcheck(EncoderConfig::Sasrec(cfg.clone()), None, &[]);
-    // The SASRec paper's layout: pre-norm blocks, positions counted from the newest item.
-    let paper = SasrecConfig {
-        norm_first: true,
-        positions: Positions::FromEnd,
-        ..cfg
-    };
-    encoder_gradcheck(EncoderConfig::Sasrec(paper), None, &[]);
+    // Pre-norm blocks and the SASRec authors' blocks (keys and values not normalised), with
+    // positions counted from the newest item.
+    for layout in [BlockLayout::PreNorm, BlockLayout::Sasrec] {
+        let paper = SasrecConfig {
+            layout,
+            positions: Positions::FromEnd,
+            ..cfg.clone()
+        };
+        encoder_gradcheck(EncoderConfig::Sasrec(paper), None, &[]);
+    }
 }
 
 fn tiny_hstu(reference_compat: bool) -> HstuConfig {
@@ -178,7 +182,11 @@ fn full_model_loss_gradients_match_finite_differences() {
         ..TrmConfig::default()
     });
     let enc = cfg.build(vb(&vm).pp("enc")).unwrap();
-    let head = NextItemLoss::new(&NextItemConfig { chunk: 5 }, 8, 4, vb(&vm).pp("head")).unwrap();
+    let head = NextItemLoss::new(
+        &NextItemConfig { chunk: 5 },
+        ItemHead::linear(8, 4, vb(&vm).pp("head")).unwrap(),
+    )
+    .unwrap();
     let b = batch(&[5, 3, 1], 5, 9);
     let mask = mask_tensor(&b, DType::F64, &Device::Cpu).unwrap();
     let loss = || {
@@ -195,29 +203,43 @@ fn full_model_loss_gradients_match_finite_differences() {
 fn sampled_bce_gradients_match_finite_differences() {
     // Embedder -> SASRec -> head -> the SASRec paper's loss: the tied table is reached through
     // the input lookup, the next items and the sampled negatives (a fixed seed keeps them).
+    sampled_bce_gradcheck(BlockLayout::PreNorm, true);
+    // The SASRec authors' model: their block layout, no input projection, no output head.
+    sampled_bce_gradcheck(BlockLayout::Sasrec, false);
+}
+
+fn sampled_bce_gradcheck(layout: BlockLayout, projections: bool) {
     let vm = VarMap::new();
+    let width = if projections { 6 } else { 4 };
     let emb = FeatureEmbedder::new(
-        &tiny_embedder(InputVariant::NoSide),
+        &EmbedderConfig {
+            projection: projections,
+            ..tiny_embedder(InputVariant::NoSide)
+        },
         &VOCAB,
-        6,
+        width,
         vb(&vm).pp("emb"),
     )
     .unwrap();
     let cfg = EncoderConfig::Sasrec(SasrecConfig {
         layers: 1,
-        width: 6,
+        width,
         heads: 2,
         ffn: 8,
         dropout: 0.0,
         max_len: 5,
         init_std: 0.3,
-        norm_first: true,
+        layout,
         positions: Positions::FromEnd,
         ..SasrecConfig::default()
     });
     let enc = cfg.build(vb(&vm).pp("enc")).unwrap();
-    let head =
-        SampledBceLoss::new(&SampledBceConfig { negatives: 2 }, 6, 4, vb(&vm).pp("head")).unwrap();
+    let item_head = if projections {
+        ItemHead::linear(width, 4, vb(&vm).pp("head")).unwrap()
+    } else {
+        ItemHead::identity()
+    };
+    let head = SampledBceLoss::new(&SampledBceConfig { negatives: 2 }, item_head).unwrap();
     let b = batch(&[5, 3, 2], 5, 4);
     let mask = mask_tensor(&b, DType::F64, &Device::Cpu).unwrap();
     let loss = || {

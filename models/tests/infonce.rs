@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::{batch, gradcheck};
-use uqa_models::loss::{InfoNceConfig, InfoNceLoss, next_item_targets};
+use uqa_models::loss::{InfoNceConfig, InfoNceLoss, ItemHead, next_item_targets};
 
 const ITEMS: usize = 23;
 
@@ -20,7 +20,7 @@ struct Setup {
 fn setup(cfg: &InfoNceConfig) -> Setup {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
-    let loss = InfoNceLoss::new(cfg, 6, 4, vb.pp("head")).unwrap();
+    let loss = InfoNceLoss::new(cfg, ItemHead::linear(6, 4, vb.pp("head")).unwrap()).unwrap();
     let table = vb
         .get_with_hints(
             (ITEMS, 4),

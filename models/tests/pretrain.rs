@@ -122,3 +122,63 @@ fn dropout_masks_follow_the_seed() {
     assert_eq!(loss(false, 7).to_bits(), loss(false, 8).to_bits());
     assert_ne!(loss(true, 7), loss(false, 7));
 }
+
+/// The SASRec authors' model: no input projection, no output head. Only the item table, the
+/// encoder's weights and its position table exist; the queries are the encoder's last hidden
+/// states; a width other than the item table's is refused at both ends.
+#[test]
+fn sasrec_code_layout_ranks_the_encoder_output_itself() {
+    let json = |width: usize, output_head: bool| {
+        format!(
+            r#"{{
+            "embedder": {{"variant": "no-side", "item_dim": 8, "projection": false}},
+            "encoder": {{"kind": "sasrec", "layers": 1, "width": {width}, "heads": 2, "ffn": 8,
+                        "dropout": 0.0, "max_len": 12, "layout": "sasrec",
+                        "positions": "from-end"}},
+            "objective": {{"kind": "sampled-bce"}},
+            "output_head": {output_head}
+        }}"#
+        )
+    };
+    let cfg: PretrainConfig = serde_json::from_str(&json(8, false)).unwrap();
+    let vm = VarMap::new();
+    let vb = uqa_models::seeded_var_builder(&vm, 0, DType::F32, &Device::Cpu);
+    let model = PretrainModel::new(&cfg, &VOCAB, vb).unwrap();
+    let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "embedder.item" || n.starts_with("encoder.")),
+        "{names:?}"
+    );
+    let count = cfg.param_count(&VOCAB);
+    let allocated: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
+    assert_eq!(count.dense + count.embeddings, allocated);
+
+    let b = batch(&[6, 4, 5], 6, 12);
+    let h = model.encode(&b, false).unwrap();
+    let q: Vec<Vec<f32>> = model.last_queries(&b).unwrap().to_vec2().unwrap();
+    for (r, &len) in b.lengths.iter().enumerate() {
+        let last: Vec<f32> = h
+            .get(r)
+            .unwrap()
+            .get(len as usize - 1)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(q[r], last, "row {r}");
+    }
+
+    let build = |text: String| {
+        let cfg: PretrainConfig = serde_json::from_str(&text).unwrap();
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        PretrainModel::new(&cfg, &VOCAB, vb)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    // Width 16 with item_dim 8: the output end is checked first, then the input end.
+    assert!(build(json(16, false)).contains("output_head"));
+    assert!(build(json(16, true)).contains("embedder.projection"));
+}

@@ -155,6 +155,7 @@ pub fn run(a: StepArgs) -> CliResult {
         },
         encoder: EncoderConfig::Trmpp(encoder),
         objective: ObjectiveConfig::NextItem(NextItemConfig { chunk: a.ce_chunk }),
+        output_head: true,
     };
     let varmap = VarMap::new();
     let vb = seeded_var_builder(&varmap, a.seed, DType::F32, &Device::Cpu);

@@ -19,7 +19,7 @@ use crate::error::{CandleContext, ModelError, Result};
 pub use gru4rec::{Gru4Rec, Gru4RecConfig};
 pub use hstu::{Hstu, HstuConfig};
 pub use mamba4rec::{Mamba4Rec, Mamba4RecConfig};
-pub use sasrec::{Positions, Sasrec, SasrecConfig};
+pub use sasrec::{BlockLayout, Positions, Sasrec, SasrecConfig};
 pub use trmpp::{TABLE5_PRESETS, TrmConfig, TrmPlusPlus};
 
 /// A user-sequence encoder.

@@ -4,7 +4,11 @@
 //! dropout after the activation, as `torch.nn.TransformerEncoderLayer`), a causal + padding
 //! mask, and a final LayerNorm. Weights: normal(0, init_std), biases zero, norms at identity.
 //!
-//! `norm_first` moves the norms to the sub-layer inputs (pre-norm, the SASRec paper's layout).
+//! `layout` picks where the norms sit: after each residual sum (the reference's, above), before
+//! each sub-layer (pre-norm), or as in the SASRec authors' code (TensorFlow, and its PyTorch
+//! port SASRec.pytorch) whose numbers the paper reports: `Q = LN(x); x = Q + attn(Q, x, x);
+//! x = LN(x); x = x + ffn(x)`, queries normalised but keys and values not, no dropout on the
+//! attention output.
 //!
 //! Positions count from each sequence's start by default (the reference's right-padded layout).
 //! `positions = "from-end"` counts back from the most recent item instead, so the newest item
@@ -32,6 +36,20 @@ pub enum Positions {
     FromEnd,
 }
 
+/// Where a block's LayerNorms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockLayout {
+    /// `x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x)))` (torch's default encoder layer,
+    /// the UQABench reference).
+    #[default]
+    PostNorm,
+    /// `x = x + drop(attn(LN(x))); x = x + drop(ffn(LN(x)))` (`norm_first=True`).
+    PreNorm,
+    /// The SASRec authors' code: `Q = LN(x); x = Q + attn(Q, x, x); x = LN(x); x = x + ffn(x)`.
+    Sasrec,
+}
+
 /// SASRec hyper-parameters. Defaults are the UQABench reference code's (6 layers, 8 heads,
 /// width 512, FFN 1536, dropout 0.1, 512 positions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,10 +63,9 @@ pub struct SasrecConfig {
     /// Rows of the position table; longer sequences are an error.
     pub max_len: usize,
     pub positions: Positions,
-    /// Normalise each sub-layer's input instead of its residual sum (torch's
-    /// `TransformerEncoderLayer(norm_first=True)`): `x = x + drop(attn(LN(x)))`, as the SASRec
-    /// paper's blocks do. Post-norm (the reference's) trains slowly without learning-rate warmup.
-    pub norm_first: bool,
+    /// Where the norms sit (see [`BlockLayout`]). Post-norm (the reference's) trains slowly without
+    /// learning-rate warmup.
+    pub layout: BlockLayout,
     pub norm_eps: f64,
     pub init_std: f64,
 }
@@ -63,7 +80,7 @@ impl Default for SasrecConfig {
             dropout: 0.1,
             max_len: 512,
             positions: Positions::FromStart,
-            norm_first: false,
+            layout: BlockLayout::PostNorm,
             norm_eps: 1e-5,
             init_std: 0.02,
         }
@@ -110,7 +127,7 @@ struct Layer {
     ffn2: Linear,
     norm2: LayerNorm,
     dropout: f32,
-    norm_first: bool,
+    layout: BlockLayout,
 }
 
 impl Layer {
@@ -131,7 +148,7 @@ impl Layer {
             ffn2: linear(cfg.ffn, cfg.width, true, init, vb.pp("ffn2"))?,
             norm2: LayerNorm::new(cfg.width, cfg.norm_eps, vb.pp("norm2"))?,
             dropout: cfg.dropout,
-            norm_first: cfg.norm_first,
+            layout: cfg.layout,
         })
     }
 
@@ -147,12 +164,21 @@ impl Layer {
             let h = dropout(&self.ffn1.forward(x)?.relu()?, self.dropout, train)?;
             dropout(&self.ffn2.forward(&h)?, self.dropout, train)
         };
-        if self.norm_first {
-            let x = (x + attn(&self.norm1.forward(x)?)?)?;
-            &x + ffn(&self.norm2.forward(&x)?)?
-        } else {
-            let x = self.norm1.forward(&(x + attn(x)?)?)?;
-            self.norm2.forward(&(&x + ffn(&x)?)?)
+        match self.layout {
+            BlockLayout::PostNorm => {
+                let x = self.norm1.forward(&(x + attn(x)?)?)?;
+                self.norm2.forward(&(&x + ffn(&x)?)?)
+            }
+            BlockLayout::PreNorm => {
+                let x = (x + attn(&self.norm1.forward(x)?)?)?;
+                &x + ffn(&self.norm2.forward(&x)?)?
+            }
+            BlockLayout::Sasrec => {
+                let q = self.norm1.forward(x)?;
+                let x = (&q + self.attn.forward_kv(&q, x, bias, None, train)?)?;
+                let x = self.norm2.forward(&x)?;
+                &x + ffn(&x)?
+            }
         }
     }
 }

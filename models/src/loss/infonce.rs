@@ -11,7 +11,6 @@
 //! and a step is reproducible; [`uniform_negatives`] draws them uniformly from the real items.
 
 use candle_core::{D, Module, Tensor};
-use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use uqa_data::batch::SequenceBatch;
 
@@ -80,10 +79,8 @@ pub struct InfoNceLoss {
 }
 
 impl InfoNceLoss {
-    /// `head: Linear(width, item_dim)` with bias, under `vb`.
-    pub fn new(cfg: &InfoNceConfig, width: usize, item_dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &InfoNceConfig, head: ItemHead) -> Result<Self> {
         cfg.validate()?;
-        let head = ItemHead::new(width, item_dim, vb)?;
         Ok(InfoNceLoss {
             head,
             cfg: cfg.clone(),

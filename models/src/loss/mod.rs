@@ -12,5 +12,7 @@ pub use chunked::{
     DEFAULT_CHUNK, chunked_cross_entropy_sum, chunked_logsumexp, naive_cross_entropy_sum,
 };
 pub use infonce::{InfoNceConfig, InfoNceLoss, uniform_negatives};
-pub use next_item::{LossSum, NextItemConfig, NextItemLoss, NextItemTargets, next_item_targets};
+pub use next_item::{
+    ItemHead, LossSum, NextItemConfig, NextItemLoss, NextItemTargets, next_item_targets,
+};
 pub use sampled_bce::{SampledBceConfig, SampledBceLoss};

@@ -93,27 +93,36 @@ pub(crate) fn checked_targets(
     Ok(targets)
 }
 
-/// The output head every objective shares: `Linear(width, item_dim)` with bias and PyTorch's
-/// default initialisation, whose output (the query) is ranked against the tied item table.
-pub(crate) struct ItemHead(Linear);
+/// The output head every objective shares, whose output (the query) is ranked against the tied
+/// item table: `Linear(width, item_dim)` with bias and PyTorch's default initialisation (the
+/// reference), or none (the SASRec authors' code ranks the encoder output itself).
+pub struct ItemHead(Option<Linear>);
 
 impl ItemHead {
-    /// Weights `weight`, `bias` under `vb`.
-    pub fn new(width: usize, item_dim: usize, vb: VarBuilder) -> Result<Self> {
+    /// The linear head; weights `weight`, `bias` under `vb`.
+    pub fn linear(width: usize, item_dim: usize, vb: VarBuilder) -> Result<Self> {
         torch_linear(width, item_dim, vb)
-            .map(ItemHead)
+            .map(|l| ItemHead(Some(l)))
             .ctx("creating the output head")
+    }
+
+    /// No head: the encoder output is the query, so its width must be the item table's.
+    pub fn identity() -> Self {
+        ItemHead(None)
     }
 
     /// Head output `[..., item_dim]`: the query vectors ranked against the item table.
     pub fn project(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.0.forward(hidden).ctx("output head")
+        self.forward(hidden).ctx("output head")
     }
 }
 
 impl Module for ItemHead {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.forward(x)
+        match &self.0 {
+            Some(linear) => linear.forward(x),
+            None => Ok(x.clone()),
+        }
     }
 }
 
@@ -125,17 +134,10 @@ pub struct NextItemLoss {
 }
 
 impl NextItemLoss {
-    /// `head: Linear(width, item_dim)` with bias, under `vb` (`weight`, `bias`).
-    pub fn new(
-        cfg: &NextItemConfig,
-        width: usize,
-        item_dim: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    pub fn new(cfg: &NextItemConfig, head: ItemHead) -> Result<Self> {
         if cfg.chunk == 0 {
             return Err(ModelError::config("objective.chunk", "must be positive"));
         }
-        let head = ItemHead::new(width, item_dim, vb)?;
         Ok(NextItemLoss {
             head,
             chunk: cfg.chunk,

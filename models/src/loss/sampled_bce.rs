@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 
 use candle_core::{Module, Tensor};
-use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use uqa_data::batch::SequenceBatch;
 use uqa_data::rng::Rng;
@@ -41,20 +40,13 @@ pub struct SampledBceLoss {
 }
 
 impl SampledBceLoss {
-    /// `head: Linear(width, item_dim)` with bias, under `vb` (`weight`, `bias`).
-    pub fn new(
-        cfg: &SampledBceConfig,
-        width: usize,
-        item_dim: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    pub fn new(cfg: &SampledBceConfig, head: ItemHead) -> Result<Self> {
         if cfg.negatives == 0 {
             return Err(ModelError::config(
                 "objective.negatives",
                 "must be positive",
             ));
         }
-        let head = ItemHead::new(width, item_dim, vb)?;
         Ok(SampledBceLoss {
             head,
             negatives: cfg.negatives,
@@ -158,6 +150,7 @@ mod tests {
 
     use super::*;
     use crate::loss::next_item_targets;
+    use candle_nn::VarBuilder;
 
     fn batch(rows: &[&[u32]]) -> SequenceBatch {
         let t = rows.iter().map(|r| r.len()).max().unwrap();
@@ -179,7 +172,11 @@ mod tests {
     fn negatives_avoid_the_rows_items_and_repeat_per_seed() {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
-        let loss = SampledBceLoss::new(&SampledBceConfig { negatives: 3 }, 4, 2, vb).unwrap();
+        let loss = SampledBceLoss::new(
+            &SampledBceConfig { negatives: 3 },
+            ItemHead::linear(4, 2, vb).unwrap(),
+        )
+        .unwrap();
         let b = batch(&[&[1, 2, 3, 4], &[5, 6]]);
         let positions = next_item_targets(&b).positions;
         let neg = loss.draw_negatives(&b, &positions, 9, 7);
@@ -202,7 +199,11 @@ mod tests {
         let vm = VarMap::new();
         let dev = Device::Cpu;
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &dev);
-        let loss = SampledBceLoss::new(&SampledBceConfig::default(), 3, 2, vb).unwrap();
+        let loss = SampledBceLoss::new(
+            &SampledBceConfig::default(),
+            ItemHead::linear(3, 2, vb).unwrap(),
+        )
+        .unwrap();
         let table = Tensor::new(
             &[
                 [0.0f64, 0.0],
