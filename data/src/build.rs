@@ -43,14 +43,21 @@ fn all_texts(raw: &RawCatalog) -> impl Iterator<Item = &str> {
         .chain(raw.seller_names.iter().map(String::as_str))
 }
 
-fn tokenizer_for(choice: &TokenizerChoice, raw: &RawCatalog) -> Result<TextTokenizer> {
+/// The dataset's tokenizer. The built-in one is trained on the catalog's texts plus
+/// `extra_texts` (the question wording, which only later stages produce).
+fn tokenizer_for(
+    choice: &TokenizerChoice,
+    raw: &RawCatalog,
+    extra_texts: &[String],
+) -> Result<TextTokenizer> {
+    let builtin = || TextTokenizer::builtin(all_texts(raw).chain(extra_texts.iter().map(String::as_str)));
     match choice {
         TokenizerChoice::File(p) => TextTokenizer::from_file(p),
         TokenizerChoice::Auto => match default_tokenizer_path() {
             Some(p) => TextTokenizer::from_file(&p),
-            None => TextTokenizer::builtin(all_texts(raw)),
+            None => builtin(),
         },
-        TokenizerChoice::Builtin => TextTokenizer::builtin(all_texts(raw)),
+        TokenizerChoice::Builtin => builtin(),
     }
 }
 
@@ -61,6 +68,7 @@ pub fn build_synthetic(
     preset: &str,
     seed: u64,
     tokenizer: &TokenizerChoice,
+    extra_texts: &[String],
     force: bool,
 ) -> Result<DatasetMeta> {
     check_target(out, force)?;
@@ -75,7 +83,7 @@ pub fn build_synthetic(
         users,
         source,
         &spec.preprocess,
-        tokenizer,
+        (tokenizer, extra_texts),
         Vec::new(),
         force,
     )
@@ -102,6 +110,7 @@ pub fn import_movielens(
     out: &Path,
     config: &PreprocessConfig,
     tokenizer: &TokenizerChoice,
+    extra_texts: &[String],
     force: bool,
 ) -> Result<DatasetMeta> {
     check_target(out, force)?;
@@ -114,7 +123,16 @@ pub fn import_movielens(
         .iter()
         .map(|s| s.to_string())
         .collect();
-    build(out, raw, users, source, config, tokenizer, notes, force)
+    build(
+        out,
+        raw,
+        users,
+        source,
+        config,
+        (tokenizer, extra_texts),
+        notes,
+        force,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -124,12 +142,12 @@ fn build(
     users: Vec<RawUser>,
     source: Source,
     config: &PreprocessConfig,
-    tokenizer: &TokenizerChoice,
+    (tokenizer, extra_texts): (&TokenizerChoice, &[String]),
     notes: Vec<String>,
     force: bool,
 ) -> Result<DatasetMeta> {
     config.validate()?;
-    let tok = tokenizer_for(tokenizer, &raw)?;
+    let tok = tokenizer_for(tokenizer, &raw, extra_texts)?;
     let data = preprocess(users, &raw, config, &tok)?;
     drop(raw);
     if data.users.is_empty() {

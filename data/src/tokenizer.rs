@@ -1,9 +1,8 @@
 //! Text tokenization for the five text features. The real choice is a Qwen2 `tokenizer.json`
-//! (the reference's ids share the Qwen2 token table); without one, a built-in word-level
-//! vocabulary is built from the dataset's own texts and saved as a `tokenizer.json` too, so every
+//! (the reference's ids share the Qwen2 token table); without one, a built-in byte-level BPE
+//! tokenizer is trained on the dataset's own texts and saved as a `tokenizer.json` too, so every
 //! later stage loads its tokenizer the same way, from the dataset folder.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +11,8 @@ use tokenizers::Tokenizer;
 
 use crate::error::{DataError, Result};
 
-/// Special tokens of the built-in vocabulary, at the front: ids 0 (`<pad>`) and 1 (`<unk>`) and
+/// Special tokens of the built-in vocabulary, at the front: ids 0 (`<pad>`) and 1 (`<unk>`,
+/// kept so that ids mean the same as in earlier datasets; byte-level BPE never produces it) and
 /// the ChatML markers later stages need.
 pub const BUILTIN_SPECIALS: [&str; 5] = [
     "<pad>",
@@ -26,7 +26,8 @@ pub const BUILTIN_SPECIALS: [&str; 5] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizerInfo {
-    /// `hf` for a Hugging Face tokenizer.json given to us, `builtin` for the word-level fallback.
+    /// `hf` for a Hugging Face tokenizer.json given to us, `builtin` for the trained byte-level
+    /// BPE fallback.
     pub kind: String,
     /// Number of token ids (with added tokens).
     pub vocab_size: u64,
@@ -35,6 +36,9 @@ pub struct TokenizerInfo {
     /// Where the tokenizer came from (a path, or "builtin").
     pub source: String,
 }
+
+/// Upper bound on the built-in tokenizer's vocabulary (specials, 256 byte symbols and merges).
+pub const BUILTIN_VOCAB: usize = 8192;
 
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -92,46 +96,51 @@ impl TextTokenizer {
         Ok(Self { inner, info, json })
     }
 
-    /// A word-level tokenizer over every word piece of `texts` (split the way the
-    /// tokenizer's own whitespace pre-tokenizer splits them), after [`BUILTIN_SPECIALS`].
+    /// A byte-level BPE tokenizer trained on `texts` (the catalog's names and titles, plus any
+    /// question and answer text the caller adds), after [`BUILTIN_SPECIALS`]. Byte-level means
+    /// every string encodes and decodes exactly (digits, separators such as `;` and `->`, any
+    /// script), so nothing the pipeline trains on or answers becomes `<unk>`; the merges learnt
+    /// on the domain's own text make its frequent entities (brands, shops, category words,
+    /// question templates) one or a few tokens. The vocabulary holds at most
+    /// [`BUILTIN_VOCAB`] ids: right-sized for the small LLMs trained from scratch on it.
+    /// Training is deterministic: the same texts, in any order, give the same tokenizer.json.
     pub fn builtin<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Self> {
-        let mut words = BTreeSet::new();
-        for t in texts {
-            words.extend(word_pieces(t).map(str::to_string));
-        }
-        let mut vocab = serde_json::Map::new();
-        let mut added = Vec::new();
-        for (id, s) in BUILTIN_SPECIALS.iter().enumerate() {
-            vocab.insert(s.to_string(), id.into());
-            if id >= 2 {
-                added.push(serde_json::json!({
-                    "id": id, "content": s, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": true
-                }));
-            }
-        }
-        for w in words {
-            if !vocab.contains_key(&w) {
-                let id = vocab.len();
-                vocab.insert(w, id.into());
-            }
-        }
-        let doc = serde_json::json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": null,
-            "pre_tokenizer": {"type": "Whitespace"},
-            "post_processor": null,
-            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": false},
-            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
-        });
-        let json = serde_json::to_vec(&doc).map_err(|e| DataError::Invalid(e.to_string()))?;
-        let inner = Tokenizer::from_bytes(&json).map_err(|e| DataError::Tokenizer {
+        use tokenizers::models::bpe::{BPE, BpeTrainer};
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::{AddedToken, TokenizerImpl};
+
+        let fail = |e: tokenizers::Error| DataError::Tokenizer {
             path: PathBuf::from("builtin"),
             reason: e.to_string(),
-        })?;
+        };
+        // Sorted, so that the training input (and its tie-breaks) is independent of the
+        // caller's order; duplicates kept, since frequency is what BPE learns from.
+        let mut corpus: Vec<&str> = texts.into_iter().collect();
+        corpus.sort_unstable();
+        let specials: Vec<AddedToken> = BUILTIN_SPECIALS
+            .iter()
+            .map(|s| AddedToken::from(*s, true))
+            .collect();
+        let mut trainer = BpeTrainer::builder()
+            .vocab_size(BUILTIN_VOCAB)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(specials)
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build();
+        let byte_level = ByteLevel::default().add_prefix_space(false);
+        let mut tok: TokenizerImpl<BPE, tokenizers::NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel> =
+            TokenizerImpl::new(BPE::default());
+        tok.with_pre_tokenizer(Some(byte_level));
+        tok.with_decoder(Some(byte_level));
+        tok.train(&mut trainer, corpus.into_iter()).map_err(fail)?;
+        let json = Tokenizer::from(tok)
+            .to_string(false)
+            .map_err(fail)?
+            .into_bytes();
+        // The tokenizer in use is the one read back from its JSON, exactly as every later stage
+        // will load it from the dataset folder.
+        let inner = Tokenizer::from_bytes(&json).map_err(fail)?;
         let info = TokenizerInfo {
             kind: "builtin".into(),
             vocab_size: inner.get_vocab_size(true) as u64,
@@ -186,36 +195,6 @@ impl TextTokenizer {
     }
 }
 
-/// The pieces the `Whitespace` pre-tokenizer produces: runs of word characters, and runs of
-/// other non-space characters.
-fn word_pieces(text: &str) -> impl Iterator<Item = &str> {
-    let mut pieces = Vec::new();
-    let mut start = None;
-    let mut kind = 0u8;
-    for (i, c) in text.char_indices() {
-        let k = if c.is_whitespace() {
-            0
-        } else if c.is_alphanumeric() || c == '_' {
-            1
-        } else {
-            2
-        };
-        if k != kind {
-            if let Some(s) = start.take() {
-                pieces.push(&text[s..i]);
-            }
-            if k != 0 {
-                start = Some(i);
-            }
-            kind = k;
-        }
-    }
-    if let Some(s) = start {
-        pieces.push(&text[s..]);
-    }
-    pieces.into_iter()
-}
-
 /// The default place of the real Qwen2 tokenizer: `$UQA_TOKENIZER`, else the asset cache
 /// (`scripts/fetch-assets.sh` puts it there). `None` when neither exists.
 pub fn default_tokenizer_path() -> Option<PathBuf> {
@@ -230,33 +209,53 @@ pub fn default_tokenizer_path() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    fn decode(tok: &TextTokenizer, ids: &[i64]) -> String {
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        tok.inner().decode(&ids, false).unwrap()
+    }
+
     #[test]
-    fn builtin_round_trips_its_corpus_without_unknowns() {
-        let texts = ["Kavora running shoes, black", "women's dress 2024"];
-        let tok = TextTokenizer::builtin(texts).unwrap();
-        for t in texts {
+    fn builtin_encodes_and_decodes_any_text_exactly() {
+        let corpus = [
+            "Kavora running shoes, black",
+            "Kavora Official Store",
+            "women's dress 2024",
+            "Kavora Official Store",
+        ];
+        let tok = TextTokenizer::builtin(corpus).unwrap();
+        // Text never seen in training (digits, list and trajectory separators, Chinese, ChatML
+        // markers) still round-trips: byte-level BPE has no unknown token.
+        let unseen = [
+            "Kavora; Lumen; 112 -> 6",
+            "用户浏览过的品牌为「Kavora」的商品有多少个？",
+            "<|im_start|>assistant\n11<|im_end|>",
+            "  leading and trailing spaces  ",
+        ];
+        for t in corpus.iter().chain(&unseen) {
             let ids = tok.encode(t).unwrap();
-            assert!(!ids.is_empty());
             assert!(!ids.contains(&1), "unknown token in {t:?}: {ids:?}");
+            assert_eq!(decode(&tok, &ids), *t);
         }
-        assert_eq!(tok.encode("unseen").unwrap(), vec![1]);
+        // The ChatML markers are single special ids at the front of the vocabulary.
+        assert_eq!(tok.inner().token_to_id("<|im_start|>"), Some(3));
+        assert_eq!(tok.inner().token_to_id("<|im_end|>"), Some(4));
+        // A repeated entity of the corpus becomes one token.
+        assert_eq!(tok.encode("Kavora").unwrap().len(), 1);
         assert_eq!(tok.info().kind, "builtin");
+        assert!(tok.vocab_size() <= BUILTIN_VOCAB as u64);
         // Reloading the saved json gives the same ids.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokenizer.json");
         std::fs::write(&p, tok.json()).unwrap();
         let again = TextTokenizer::from_file(&p).unwrap();
-        assert_eq!(
-            again.encode(texts[1]).unwrap(),
-            tok.encode(texts[1]).unwrap()
-        );
+        assert_eq!(again.encode(unseen[1]).unwrap(), tok.encode(unseen[1]).unwrap());
         assert_eq!(again.info().sha256, tok.info().sha256);
     }
 
     #[test]
-    fn builtin_is_deterministic() {
-        let a = TextTokenizer::builtin(["b a", "c"]).unwrap();
-        let b = TextTokenizer::builtin(["c", "a b"]).unwrap();
+    fn builtin_is_deterministic_and_order_free() {
+        let a = TextTokenizer::builtin(["ab ab", "cd cd ab", "ab"]).unwrap();
+        let b = TextTokenizer::builtin(["ab", "cd cd ab", "ab ab"]).unwrap();
         assert_eq!(a.json(), b.json());
     }
 

@@ -50,7 +50,7 @@ pub struct SynthArgs {
     #[arg(long, required_unless_present = "print_config")]
     out: Option<PathBuf>,
     /// `auto` (the real Qwen2 tokenizer.json when present in $UQA_TOKENIZER or the asset
-    /// cache, else the built-in vocabulary), `builtin`, or a path to a tokenizer.json.
+    /// cache, else the built-in byte-level BPE trained on the catalog and question texts), `builtin`, or a path to a tokenizer.json.
     #[arg(long, default_value = "auto")]
     tokenizer: TokenizerChoice,
     /// Replace an existing output folder (only once the new one is complete).
@@ -132,7 +132,8 @@ fn synth(a: SynthArgs) -> CliResult {
     } else {
         &a.preset
     };
-    let meta = build_synthetic(out, &spec, preset, a.seed, &a.tokenizer, a.force)?;
+    let corpus = uqa_evaluator::qa::corpus::tokenizer_corpus();
+    let meta = build_synthetic(out, &spec, preset, a.seed, &a.tokenizer, &corpus, a.force)?;
     eprintln!(
         "generated {} in {:.1} s (preset {preset}, seed {}, tokenizer {})",
         out.display(),
@@ -151,7 +152,8 @@ fn movielens(a: MovielensArgs) -> CliResult {
         max_len: a.max_len.unwrap_or(defaults.max_len),
         ..defaults
     };
-    let meta = import_movielens(&a.dir, &a.out, &config, &a.tokenizer, a.force)?;
+    let corpus = uqa_evaluator::qa::corpus::tokenizer_corpus();
+    let meta = import_movielens(&a.dir, &a.out, &config, &a.tokenizer, &corpus, a.force)?;
     eprintln!(
         "imported {} into {} in {:.1} s",
         a.dir.display(),

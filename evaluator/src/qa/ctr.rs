@@ -32,7 +32,7 @@ pub fn answers(lang: Lang) -> (&'static str, &'static str) {
     }
 }
 
-fn question(lang: Lang, title: &str) -> String {
+pub(crate) fn question(lang: Lang, title: &str) -> String {
     match lang {
         Lang::Zh => format!("用户下一次会点击商品「{title}」吗？请回答是或否。"),
         Lang::En => format!("Will the user click the item \"{title}\" next? Answer Yes or No."),
