@@ -212,6 +212,15 @@ fn strategies_train_what_they_name_and_two_ranks_equal_one() {
         serde_json::from_str(&std::fs::read_to_string(e2.join("eval.json")).unwrap()).unwrap();
     assert_eq!(summary["world_size"], 2);
     assert_eq!(summary["answered"], 40);
+    // The questions file is recorded (eval.json and run.json), so reports find its baselines.
+    let questions = summary["questions_file"].as_str().unwrap();
+    assert!(
+        Path::new(questions).is_absolute() && questions.ends_with("align_data_eval.arrow"),
+        "{questions}"
+    );
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(e2.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["questions"], questions);
     for p in &p1 {
         assert!(
             p["task"].is_string()
@@ -227,6 +236,23 @@ fn strategies_train_what_they_name_and_two_ranks_equal_one() {
         dir.path().join("rep").to_str().unwrap(),
     ]);
     ok(report, "report");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("rep").join("report.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names[1..], ["prior", "history"], "{names:?}");
+    assert!(
+        report["comparisons"][0]["verdict"]
+            .as_str()
+            .unwrap()
+            .contains(" - prior = "),
+        "{report}"
+    );
 }
 
 #[test]

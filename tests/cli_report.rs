@@ -1,13 +1,16 @@
 //! `uqa report` on predictions built from real generated questions: an oracle scores 100, a
 //! silent model 0, a half-right model about 50 with a bootstrap interval around it; reference
 //! files without a task column are recognised from their Chinese wording; rows that cannot be
-//! scored are counted, never dropped silently; bad lines are errors naming file and line.
+//! scored are counted per sub-task, never dropped silently, and empty gold answers are scored
+//! as the reference does; bad lines are errors naming file and line. `uqa baseline` writes the
+//! prior and history runs, and the report adds the prior row and paired verdicts.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use uqa_data::reader::SequenceFile;
+use uqa_evaluator::qa::Task;
 
 fn uqa(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_uqa"))
@@ -107,6 +110,15 @@ fn oracle_silent_and_half_right_runs_side_by_side() {
         printed.contains("| oracle | 100.00 | 100.00 |"),
         "{printed}"
     );
+    // The runs do not say which questions they answered: no baseline, and the report says so.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("No questions folder"), "{md}");
+    assert!(printed.contains("note: No questions folder"), "{printed}");
+    // Three models: each pair compared; the oracle beats the silent run by 100 points.
+    assert!(
+        printed.contains("oracle - silent = +100.00 points, 95% CI [100.00, 100.00]\n"),
+        "{printed}"
+    );
     assert!(printed.contains("| silent | 0.00 |"), "{printed}");
 
     let report: Value =
@@ -168,18 +180,24 @@ fn reference_files_without_task_are_recognised_and_skips_are_counted() {
         out.to_str().unwrap(),
         run.to_str().unwrap(),
     ]);
-    assert!(printed.contains("2 rows not scored"), "{printed}");
+    assert!(
+        printed.contains("1 rows not scored, per sub-task: {\"unknown\": 1}"),
+        "{printed}"
+    );
     // No run gives an encoder size, so there is no scaling plot in either format.
     assert!(out.join("tasks.png").exists() && out.join("tasks.svg").exists());
     assert!(!out.join("scaling.png").exists() && !out.join("scaling.svg").exists());
     let report: Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     let s = &report["runs"][0]["scores"];
-    assert_eq!(s["scored"], 280);
+    // The empty gold answer is scored, and correct: "x" starts with "".
+    assert_eq!(s["scored"], 281);
     assert_eq!(s["skipped"]["unknown_task"], 1);
-    assert_eq!(s["skipped"]["empty_answer"], 1);
+    assert_eq!(report["runs"][0]["not_scored"]["unknown"], 1);
+    let first_task = Task::recognise(&qs[0].0).unwrap().name();
     for t in ["DF", "MF", "IP", "AP", "LI", "SI", "IT"] {
-        assert_eq!(s["tasks"][t]["n"], 40, "{t}");
+        let n = if t == first_task { 41 } else { 40 };
+        assert_eq!(s["tasks"][t]["n"], n, "{t}");
         assert_eq!(s["tasks"][t]["prefix"], 100.0, "{t}");
     }
 }
@@ -203,4 +221,127 @@ fn a_bad_line_names_file_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("p.jsonl: line 2"), "{err}");
     assert!(!dir.path().join("r").join("report.md").exists());
+}
+
+#[test]
+fn baselines_join_the_report_with_distinct_answers_and_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = questions(dir.path());
+    let ds = dir.path().join("ds");
+    let prior = dir.path().join("prior_run");
+    let history = dir.path().join("history_run");
+    ok(&[
+        "baseline",
+        "prior",
+        "--qa",
+        ds.to_str().unwrap(),
+        "--out",
+        prior.to_str().unwrap(),
+    ]);
+    // The dataset comes from qa.json.
+    ok(&[
+        "baseline",
+        "history",
+        "--qa",
+        ds.to_str().unwrap(),
+        "--out",
+        history.to_str().unwrap(),
+    ]);
+    let read = |run: &Path| -> Vec<Value> {
+        std::fs::read_to_string(run.join("predictions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    for run in [&prior, &history] {
+        let rows = read(run);
+        assert_eq!(rows.len(), qs.len());
+        for (r, q) in rows.iter().zip(&qs) {
+            assert_eq!(
+                (r["question"].as_str(), r["answer"].as_str()),
+                (Some(&*q.0), Some(&*q.1))
+            );
+        }
+    }
+    // A model run that records its questions file gets the prior row without --qa: here an
+    // oracle on the first 100 questions.
+    let model = write_run(
+        dir.path(),
+        "oracle",
+        &qs[..100]
+            .iter()
+            .map(|q| json!({"question": q.0, "prediction": q.1, "answer": q.1, "task": q.2}))
+            .collect::<Vec<_>>(),
+        None,
+    );
+    let eval_file = ds.join("align_data_eval.arrow");
+    std::fs::write(
+        model.join("run.json"),
+        json!({"name": "oracle", "questions": eval_file}).to_string(),
+    )
+    .unwrap();
+    let out = dir.path().join("rep");
+    let printed = ok(&[
+        "report",
+        "--out",
+        out.to_str().unwrap(),
+        model.to_str().unwrap(),
+        history.to_str().unwrap(),
+        "--compare",
+        "history,prior",
+    ]);
+    assert!(printed.contains("| prior |"), "{printed}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let names: Vec<&str> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    // The history run was given, so only the prior is computed.
+    assert_eq!(names, ["oracle", "history", "prior"]);
+    let run = |name: &str| &report["runs"][names.iter().position(|n| *n == name).unwrap()];
+    // The history rules reproduce the context tasks exactly.
+    for t in ["DF", "MF", "LI"] {
+        assert_eq!(run("history")["scores"]["tasks"][t]["prefix"], 100.0, "{t}");
+    }
+    // The prior gives one answer per template: far fewer distinct answers than the gold ones.
+    let distinct = |name: &str, t: &str| run(name)["distinct_predictions"][t].as_u64().unwrap();
+    let gold = |t: &str| run("prior")["distinct_answers"][t].as_u64().unwrap();
+    assert!(distinct("prior", "IP") < gold("IP"), "{report}");
+    assert_eq!(
+        distinct("oracle", "All"),
+        run("oracle")["distinct_answers"]["All"].as_u64().unwrap()
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for section in [
+        "## Distinct predictions per sub-task",
+        "## Questions not scored, per sub-task",
+        "## Paired differences",
+    ] {
+        assert!(md.contains(section), "{section}: {md}");
+    }
+    // Verdicts: the one model against the prior (on the oracle's 100 questions), and the named
+    // pair; the history run is a baseline, not a second model.
+    let verdicts: Vec<&str> = report["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+    assert!(
+        verdicts[0].starts_with("oracle - prior = +"),
+        "{verdicts:?}"
+    );
+    assert!(
+        verdicts[1].starts_with("history - prior = +"),
+        "{verdicts:?}"
+    );
+    assert_eq!(run("history")["kind"], "history");
+    let vs_prior = &report["comparisons"][0];
+    assert_eq!(vs_prior["questions"], 100);
+    assert!(md.contains("oracle - prior = +"), "{md}");
 }

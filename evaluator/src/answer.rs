@@ -4,8 +4,10 @@
 //! lengths balanced), each rank answers its share in batches (sorted by prompt length so rows
 //! of a batch pad little; batched greedy decoding with the KV cache), and rank 0 gathers the
 //! answers back into the questions' original order in `predictions.jsonl`, then scores them.
-//! Rows that cannot be asked (malformed chat, empty answer, a prompt beyond the context) are
-//! counted and listed in `eval.json`, never dropped silently.
+//! Rows that cannot be asked (malformed chat, a prompt beyond the context even without its text
+//! history) are counted and listed in `eval.json` with their sub-task, never dropped silently.
+//! `eval.json` and `run.json` record the questions file, so `uqa report` can add the prior and
+//! history baselines of the same questions.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -63,9 +65,15 @@ pub enum EvalOutcome {
 /// Summary saved as `eval.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalSummary {
+    /// The questions file answered (absolute path; absent in files of older versions).
+    #[serde(default)]
+    pub questions_file: Option<String>,
     pub questions: usize,
     pub answered: usize,
     pub skipped: Vec<SkippedRow>,
+    /// Text prompts whose oldest history lines were dropped to fit `data.max_text_len`.
+    #[serde(default)]
+    pub shortened_histories: usize,
     pub world_size: usize,
     pub batch_size: usize,
     pub max_new_tokens: usize,
@@ -74,10 +82,14 @@ pub struct EvalSummary {
     pub generated_tokens: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A question file row that was not answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkippedRow {
     pub row: usize,
     pub reason: String,
+    /// The row's `task` column, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 /// One rank's answers, as gathered.
@@ -207,6 +219,10 @@ pub fn evaluate_with(job: &EvalJob, replicas: &mut Replicas) -> Result<Option<Ev
     }
     let predictions = out.join(PREDICTIONS_FILE);
     write_atomic(&predictions, lines.as_bytes())?;
+    let questions_file = std::path::absolute(&file)
+        .unwrap_or_else(|_| file.clone())
+        .display()
+        .to_string();
     let info = RunInfo {
         name: Some(job.name.clone().unwrap_or_else(|| {
             job.run
@@ -214,20 +230,29 @@ pub fn evaluate_with(job: &EvalJob, replicas: &mut Replicas) -> Result<Option<Ev
                 .map_or("run".into(), |n| n.to_string_lossy().into_owned())
         })),
         encoder_params: encoder_params(&align.prompt),
+        questions: Some(questions_file.clone()),
     };
     write_atomic(
         out.join(RUN_FILE),
         &serde_json::to_vec_pretty(&info).map_err(|e| EvalError::Invalid(e.to_string()))?,
     )?;
     let summary = EvalSummary {
+        questions_file: Some(questions_file),
         questions: set.len() + set.skipped.len(),
         answered: set.len(),
+        shortened_histories: set.shortened,
         skipped: set
             .skipped
             .iter()
             .map(|(row, reason)| SkippedRow {
                 row: *row,
                 reason: reason.clone(),
+                task: set
+                    .file
+                    .row(*row)
+                    .task()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
             })
             .collect(),
         world_size: world,

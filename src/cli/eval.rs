@@ -90,6 +90,12 @@ pub fn run(a: EvalArgs) -> CliResult {
                 summary.seconds,
                 summary.questions_per_second
             );
+            if summary.shortened_histories > 0 {
+                println!(
+                    "{} text prompts lost their oldest history lines to fit the token limit",
+                    summary.shortened_histories
+                );
+            }
             println!("predictions: {}", out.join("predictions.jsonl").display());
         }
     }

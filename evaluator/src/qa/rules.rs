@@ -53,6 +53,77 @@ fn text_of(catalog: &ItemCatalog, attr: Attr, key: u32) -> &str {
     }
 }
 
+// The answer of each template over a window of clicks. `draw` computes gold answers with them;
+// the history baseline applies the same functions to the context alone.
+
+/// DF: `attr` of the `n`-th most recent click (n = 1 is the latest).
+pub fn nth_recent(catalog: &ItemCatalog, clicks: &[u32], attr: Attr, n: usize) -> Option<String> {
+    let i = clicks.len().checked_sub(n).filter(|_| n > 0)?;
+    Some(value(catalog, clicks[i], attr).1.to_string())
+}
+
+/// DF: `attr` of each of the last `k` clicks, oldest first.
+pub fn last_k(catalog: &ItemCatalog, clicks: &[u32], attr: Attr, k: usize) -> Option<String> {
+    let start = clicks.len().checked_sub(k).filter(|_| k > 0)?;
+    Some(
+        clicks[start..]
+            .iter()
+            .map(|&i| value(catalog, i, attr).1)
+            .collect::<Vec<_>>()
+            .join(LIST_SEPARATOR),
+    )
+}
+
+/// MF: clicks whose `attr` has the text `text` (a question names its value by text).
+pub fn count_text(catalog: &ItemCatalog, clicks: &[u32], attr: Attr, text: &str) -> usize {
+    clicks
+        .iter()
+        .filter(|&&i| value(catalog, i, attr).1 == text)
+        .count()
+}
+
+/// LI (k = 3) and SI (k = 1): the `k` values of `attr` with most clicks, most first, ties to
+/// the more recent last click; `None` when fewer than `k` distinct values occur.
+pub fn top_k(catalog: &ItemCatalog, clicks: &[u32], attr: Attr, k: usize) -> Option<String> {
+    let top = ranked(catalog, clicks, attr);
+    if top.len() < k || k == 0 {
+        return None;
+    }
+    Some(
+        top[..k]
+            .iter()
+            .map(|(key, _)| text_of(catalog, attr, *key))
+            .collect::<Vec<_>>()
+            .join(LIST_SEPARATOR),
+    )
+}
+
+/// IT: the clicks cut in three equal parts, the top value of each (ties: more recent),
+/// consecutive repeats merged; `None` below three clicks or two steps.
+pub fn trajectory(catalog: &ItemCatalog, clicks: &[u32], attr: Attr) -> Option<String> {
+    if clicks.len() < 3 {
+        return None;
+    }
+    let mut steps: Vec<u32> = Vec::new();
+    for s in 0..3 {
+        let part = &clicks[s * clicks.len() / 3..(s + 1) * clicks.len() / 3];
+        let (key, _) = *ranked(catalog, part, attr).first()?;
+        if steps.last() != Some(&key) {
+            steps.push(key);
+        }
+    }
+    if steps.len() < 2 {
+        return None;
+    }
+    Some(
+        steps
+            .iter()
+            .map(|&k| text_of(catalog, attr, k))
+            .collect::<Vec<_>>()
+            .join(TRAJECTORY_SEPARATOR),
+    )
+}
+
 fn pick<T: Copy>(rng: &mut Rng, options: &[T]) -> T {
     options[rng.below(options.len() as u64) as usize]
 }
@@ -74,18 +145,16 @@ pub fn draw(
             let attr = pick(rng, &all_attrs);
             if rng.chance(0.5) {
                 let n = rng.range(1, 3) as usize;
-                let answer = value(catalog, context[context.len() - n], attr)
-                    .1
-                    .to_string();
-                (Question::NthRecent { attr, n }, answer)
+                (
+                    Question::NthRecent { attr, n },
+                    nth_recent(catalog, context, attr, n)?,
+                )
             } else {
                 let k = rng.range(2, 3) as usize;
-                let answer = context[context.len() - k..]
-                    .iter()
-                    .map(|&i| value(catalog, i, attr).1)
-                    .collect::<Vec<_>>()
-                    .join(LIST_SEPARATOR);
-                (Question::LastK { attr, k }, answer)
+                (
+                    Question::LastK { attr, k },
+                    last_k(catalog, context, attr, k)?,
+                )
             }
         }
         Task::MF => {
@@ -126,24 +195,13 @@ pub fn draw(
         }
         Task::LI => {
             let attr = pick(rng, &Attr::ENTITIES);
-            let top = ranked(catalog, context, attr);
-            if top.len() < 3 {
-                return None;
-            }
-            let answer = top[..3]
-                .iter()
-                .map(|(k, _)| text_of(catalog, attr, *k))
-                .collect::<Vec<_>>()
-                .join(LIST_SEPARATOR);
-            (Question::Top3 { attr }, answer)
+            (Question::Top3 { attr }, top_k(catalog, context, attr, 3)?)
         }
         Task::SI => {
             let attr = pick(rng, &Attr::ENTITIES);
-            let top = ranked(catalog, future, attr);
-            let (key, _) = *top.first()?;
             (
                 Question::RecentTop { attr },
-                text_of(catalog, attr, key).to_string(),
+                top_k(catalog, future, attr, 1)?,
             )
         }
         Task::IT => {
@@ -151,23 +209,10 @@ pub fn draw(
                 return None;
             }
             let attr = pick(rng, &Attr::ENTITIES);
-            let mut steps: Vec<u32> = Vec::new();
-            for s in 0..3 {
-                let part = &future[s * future.len() / 3..(s + 1) * future.len() / 3];
-                let (key, _) = *ranked(catalog, part, attr).first()?;
-                if steps.last() != Some(&key) {
-                    steps.push(key);
-                }
-            }
-            if steps.len() < 2 {
-                return None;
-            }
-            let answer = steps
-                .iter()
-                .map(|&k| text_of(catalog, attr, k))
-                .collect::<Vec<_>>()
-                .join(TRAJECTORY_SEPARATOR);
-            (Question::Transfer { attr }, answer)
+            (
+                Question::Transfer { attr },
+                trajectory(catalog, future, attr)?,
+            )
         }
     };
     Some(QaPair { question, answer })

@@ -116,6 +116,20 @@ pub fn table7_csv(runs: &[(String, ScoreReport)]) -> String {
     s
 }
 
+/// A table of counts: one row per (name, counts), one column per label.
+pub fn counts_markdown(columns: &[String], rows: &[(String, Vec<usize>)]) -> String {
+    let mut s = format!(
+        "| model | {} |\n|---|{}\n",
+        columns.join(" | "),
+        "---|".repeat(columns.len())
+    );
+    for (name, counts) in rows {
+        let cells: Vec<String> = counts.iter().map(usize::to_string).collect();
+        s.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
+    }
+    s
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))

@@ -125,7 +125,7 @@ fn figures(by_task: &BTreeMap<Task, Vec<Credit>>) -> Vec<(usize, [f64; 3])> {
     out
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -47,9 +47,9 @@ fn is_edge_punctuation(c: char) -> bool {
     )
 }
 
+/// Like the reference's rule, an empty (normalised) gold answer is matched by any prediction.
 pub fn normalized_match(prediction: &str, gold: &str) -> bool {
-    let (p, g) = (normalize(prediction), normalize(gold));
-    !g.is_empty() && p.starts_with(&g)
+    normalize(prediction).starts_with(&normalize(gold))
 }
 
 fn split_list(s: &str, task: Task) -> Vec<String> {
@@ -94,10 +94,9 @@ mod tests {
         assert!(prefix_match("Kavo phone<|im_end|>", "Kavo phone"));
         assert!(!prefix_match("kavo phone", "Kavo phone"));
         assert!(!prefix_match(" Kavo phone", "Kavo phone"));
-        assert!(
-            prefix_match("anything", ""),
-            "the reference accepts an empty gold; eval refuses those rows"
-        );
+        // The reference's `prediction.startswith("")` is true: an empty gold is always matched.
+        assert!(prefix_match("anything", ""));
+        assert!(prefix_match("", ""));
     }
 
     #[test]
@@ -106,7 +105,7 @@ mod tests {
         assert!(normalized_match("Ａｂｃ；d", "abc; d"));
         assert!(normalized_match("「品牌A」", "品牌A"));
         assert!(!normalized_match("Kavo", "Kavo phone"));
-        assert!(!normalized_match("x", ""));
+        assert!(normalized_match("x", ""));
     }
 
     #[test]

@@ -22,12 +22,12 @@ pub struct Prediction {
     pub input_tokens: Option<u64>,
 }
 
-/// Why a row was not scored; every skip is counted and reported, never silent.
+/// Why a row was not scored; every skip is counted and reported, never silent. An empty gold
+/// answer is no reason: the reference scores it (every prediction starts with "").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     UnknownTask,
-    EmptyAnswer,
 }
 
 /// A row ready to be judged.
@@ -46,9 +46,6 @@ pub fn classify(p: &Prediction) -> Result<Scorable, SkipReason> {
         None => Task::recognise(&p.question),
     }
     .ok_or(SkipReason::UnknownTask)?;
-    if p.answer.is_empty() {
-        return Err(SkipReason::EmptyAnswer);
-    }
     Ok(Scorable {
         task,
         prediction: p.prediction.clone(),

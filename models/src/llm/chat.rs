@@ -10,7 +10,9 @@
 //! | system, user | yes | no | no | yes |
 //! | assistant | yes | no | yes | yes |
 //!
-//! Truncation keeps the first `max_len` tokens (default 512), as the reference does.
+//! A row's own leading system message is replaced by the configured system prompt, as the
+//! reference does. Truncation keeps the first `max_len` tokens (default 512), as the reference
+//! does; generation prompts are never truncated (callers shorten what they put in them).
 
 use serde::Deserialize;
 use uqa_data::tokenizer::TextTokenizer;
@@ -126,22 +128,23 @@ impl ChatFormat {
         Ok(())
     }
 
-    /// The whole conversation with its loss mask, truncated to `max_len` tokens. Conversations
-    /// that already carry a system turn keep theirs instead of the default.
+    /// The whole conversation with its loss mask, truncated to `max_len` tokens (the
+    /// reference keeps the first 512).
     pub fn encode_training(&self, tok: &TextTokenizer, turns: &[Turn]) -> Result<EncodedChat> {
-        let mut out = EncodedChat::default();
-        if turns.first().is_none_or(|t| t.role != "system") {
-            self.system(tok, &mut out)?;
-        }
-        for t in turns {
-            self.turn(tok, &t.role, &t.content, t.role == "assistant", &mut out)?;
-            if t.role == "system" {
-                out.system_len = out.ids.len();
-            }
-        }
+        let mut out = self.render_training(tok, turns)?;
         out.ids.truncate(self.max_len);
         out.targets.truncate(self.max_len);
         out.system_len = out.system_len.min(out.ids.len());
+        Ok(out)
+    }
+
+    /// [`Self::encode_training`] before truncation, to measure what a conversation needs.
+    pub fn render_training(&self, tok: &TextTokenizer, turns: &[Turn]) -> Result<EncodedChat> {
+        let mut out = EncodedChat::default();
+        self.system(tok, &mut out)?;
+        for t in without_system(turns) {
+            self.turn(tok, &t.role, &t.content, t.role == "assistant", &mut out)?;
+        }
         Ok(out)
     }
 
@@ -153,24 +156,7 @@ impl ChatFormat {
         tok: &TextTokenizer,
         turns: &[Turn],
     ) -> Result<(EncodedChat, String)> {
-        let (answer, context) = turns
-            .split_last()
-            .filter(|(last, _)| last.role == "assistant")
-            .ok_or_else(|| ModelError::chat("no final assistant turn"))?;
-        let mut out = EncodedChat::default();
-        if context.first().is_none_or(|t| t.role != "system") {
-            self.system(tok, &mut out)?;
-        }
-        for t in context {
-            self.turn(tok, &t.role, &t.content, false, &mut out)?;
-            if t.role == "system" {
-                out.system_len = out.ids.len();
-            }
-        }
-        out.ids.push(self.im_start);
-        out.ids.extend(encode(tok, "assistant")?);
-        out.ids.extend_from_slice(&self.newline);
-        out.targets = vec![false; out.ids.len()];
+        let (out, answer) = self.render_prompt(tok, turns)?;
         if out.ids.len() > self.max_len {
             return Err(ModelError::chat(format!(
                 "the prompt has {} tokens, more than the context limit of {}",
@@ -178,7 +164,39 @@ impl ChatFormat {
                 self.max_len
             )));
         }
+        Ok((out, answer))
+    }
+
+    /// [`Self::encode_prompt`] without the length check, to measure what a prompt needs.
+    pub fn render_prompt(
+        &self,
+        tok: &TextTokenizer,
+        turns: &[Turn],
+    ) -> Result<(EncodedChat, String)> {
+        let (answer, context) = turns
+            .split_last()
+            .filter(|(last, _)| last.role == "assistant")
+            .ok_or_else(|| ModelError::chat("no final assistant turn"))?;
+        let mut out = EncodedChat::default();
+        self.system(tok, &mut out)?;
+        for t in without_system(context) {
+            self.turn(tok, &t.role, &t.content, false, &mut out)?;
+        }
+        out.ids.push(self.im_start);
+        out.ids.extend(encode(tok, "assistant")?);
+        out.ids.extend_from_slice(&self.newline);
+        out.targets = vec![false; out.ids.len()];
         Ok((out, answer.content.clone()))
+    }
+}
+
+/// The turns after a leading system turn. The reference replaces a row's own system message
+/// with its configured one (REFERENCE.md section 2), so the configured prompt (or none) is the
+/// only system turn.
+fn without_system(turns: &[Turn]) -> &[Turn] {
+    match turns.first() {
+        Some(t) if t.role == "system" => &turns[1..],
+        _ => turns,
     }
 }
 
@@ -256,6 +274,41 @@ mod tests {
                 .ends_with("Which brand?<|im_end|>\n<|im_start|>assistant\n")
         );
         assert_eq!(prompt.ids[..], enc.ids[..prompt.ids.len()]);
+    }
+
+    #[test]
+    fn a_rows_system_message_is_replaced_by_the_configured_one() {
+        let tok = TextTokenizer::builtin(["Be brief Be long Which brand Kavora"]).unwrap();
+        let turns = parse_chat(
+            r#"[{"role":"system","content":"Be long"},{"role":"user","content":"Which brand"},{"role":"assistant","content":"Kavora"}]"#,
+        )
+        .unwrap();
+        let plain = &turns[1..];
+        let configured = ChatFormat::new(&tok, Some("Be brief"), 512).unwrap();
+        let none = ChatFormat::new(&tok, None, 512).unwrap();
+        for fmt in [&configured, &none] {
+            // Exactly what the conversation without its system message gives: one system turn
+            // (the configured one, or none), never the row's and never two.
+            let with = fmt.encode_training(&tok, &turns).unwrap();
+            assert_eq!(with, fmt.encode_training(&tok, plain).unwrap());
+            let (prompt, answer) = fmt.encode_prompt(&tok, &turns).unwrap();
+            assert_eq!(prompt, fmt.encode_prompt(&tok, plain).unwrap().0);
+            assert_eq!(answer, "Kavora");
+            let starts = with.ids.iter().filter(|&&i| i == fmt.im_start).count();
+            assert_eq!(starts, if fmt.system_prompt.is_some() { 3 } else { 2 });
+        }
+        let text = tok
+            .inner()
+            .decode(
+                &configured.encode_training(&tok, &turns).unwrap().ids,
+                false,
+            )
+            .unwrap();
+        assert!(
+            text.contains("Be brief") && !text.contains("Be long"),
+            "{text}"
+        );
+        assert_eq!(none.encode_training(&tok, &turns).unwrap().system_len, 0);
     }
 
     #[test]
