@@ -33,6 +33,15 @@ pub struct QaGenArgs {
     /// next? yes/no, balanced) for this many users per split; 0: none.
     #[arg(long, default_value_t = 0)]
     ctr_users: usize,
+    /// Training windows per user (each ends one pseudo-future earlier; none sees the held-out
+    /// tail): more and more varied training questions from the same users.
+    #[arg(long, default_value_t = 1)]
+    train_windows: usize,
+    /// Validation questions per sub-task (0: none): a tenth of the users give their training
+    /// questions to align_data_valid.arrow instead, to tune recipes on without touching the
+    /// evaluation questions.
+    #[arg(long, default_value_t = 0)]
+    valid_per_task: usize,
 }
 
 pub fn run(a: QaGenArgs) -> CliResult {
@@ -42,6 +51,8 @@ pub fn run(a: QaGenArgs) -> CliResult {
         seed: a.seed,
         train_per_task: a.train_per_task,
         eval_per_task: a.eval_per_task,
+        train_windows: a.train_windows,
+        valid_per_task: a.valid_per_task,
     };
     let report = generate(&a.data, &out, config)?;
     println!(
@@ -50,12 +61,16 @@ pub fn run(a: QaGenArgs) -> CliResult {
     );
     for task in Task::ALL.map(|t| t.name()) {
         println!(
-            "  {task}  {:>6} / {:>5}   (users able to answer: {} / {})",
+            "  {task}  {:>6} / {:>5}   (candidates: {} / {})",
             report.train[task],
             report.eval[task],
             report.train_available[task],
             report.eval_available[task]
         );
+    }
+    if !report.valid.is_empty() {
+        let per_task = Task::ALL.map(|t| format!("{t} {}", report.valid[t.name()]));
+        println!("  validation (align_data_valid.arrow): {}", per_task.join(", "));
     }
     if a.ctr_users > 0 {
         let (train, eval) = generate_ctr(

@@ -28,6 +28,7 @@ use crate::error::{EvalError, Result};
 
 pub const TRAIN_FILE: &str = "align_data_train.arrow";
 pub const EVAL_FILE: &str = "align_data_eval.arrow";
+pub const VALID_FILE: &str = "align_data_valid.arrow";
 pub const META_FILE: &str = "qa.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,22 @@ pub struct QaGenConfig {
     pub train_per_task: usize,
     /// Questions per task in the evaluation file.
     pub eval_per_task: usize,
+    /// Training windows per user: window `w` (1-based) ends the context `w` pseudo-futures
+    /// before the end of the training history, and its pseudo-future is the tenth that follows.
+    /// More windows give more, and more varied, training questions from the same users; none of
+    /// them sees the held-out tail.
+    #[serde(default = "one")]
+    pub train_windows: usize,
+    /// Validation questions per task (0: no validation file). When positive, a tenth of the
+    /// users (drawn with the seed) give their training-window questions to
+    /// `align_data_valid.arrow` instead of the training file: held-out questions of the
+    /// training kind, to choose learning rates and recipes on, never the evaluation questions.
+    #[serde(default)]
+    pub valid_per_task: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What was generated, saved as `qa.json` beside the files.
@@ -51,6 +68,9 @@ pub struct QaGenReport {
     /// Users that could offer a question, per task and split (before balancing).
     pub train_available: BTreeMap<String, usize>,
     pub eval_available: BTreeMap<String, usize>,
+    /// Questions per task in the validation file (empty without one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub valid: BTreeMap<String, usize>,
 }
 
 /// One generated row: whose sequence, how much of it, and the QA.
@@ -66,30 +86,49 @@ fn pseudo_future_len(n: usize) -> usize {
 }
 
 pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<QaGenReport> {
+    if config.train_windows == 0 {
+        return Err(EvalError::Invalid(
+            "train_windows (--train-windows) must be at least 1".into(),
+        ));
+    }
     let ds = Dataset::open(data_dir)?;
     let catalog = ds.catalog()?;
     let users = ds.train.num_rows();
-    let mut candidates: [BTreeMap<Task, Vec<Row>>; 2] = Default::default();
+    let mut candidates: [BTreeMap<Task, Vec<Row>>; 3] = Default::default();
     for u in 0..users {
+        let validation_user =
+            config.valid_per_task > 0 && Rng::derive(config.seed, 0x7A11_D000 ^ u as u64).below(10) == 0;
         let history = ds.train.row(u).ids(Feature::ItemId);
         let tail = ds.eval.row(u).ids(Feature::ItemId);
         let history: Vec<u32> = history.iter().map(|&i| i as u32).collect();
         let tail: Vec<u32> = tail.iter().map(|&i| i as u32).collect();
-        let cut = history.len() - pseudo_future_len(history.len());
-        let windows = [
-            (&history[..cut], &history[cut..], cut),
-            (&history[..], &tail[..], history.len()),
-        ];
-        for (split, (context, future, context_len)) in windows.into_iter().enumerate() {
+        let step = pseudo_future_len(history.len());
+        // (split, window, context, future): the training windows, then the evaluation one.
+        let mut windows = Vec::new();
+        for w in 1..=config.train_windows {
+            let Some(cut) = history.len().checked_sub(w * step).filter(|&c| c > 0) else {
+                break;
+            };
+            windows.push((0, w - 1, &history[..cut], &history[cut..cut + step]));
+        }
+        windows.push((1, 0, &history[..], &tail[..]));
+        for (split, window, context, future) in windows {
+            let context_len = context.len();
             if context.is_empty() {
                 continue;
             }
             for task in Task::ALL {
+                // Window 0 keeps the stream of the single-window layout, so that files made
+                // with one window stay as they were.
                 let mut rng = Rng::derive(
                     config.seed,
-                    ((u as u64) << 8) | (split as u64) << 4 | task as u64,
+                    ((window as u64) << 40)
+                        | ((u as u64) << 8)
+                        | (split as u64) << 4
+                        | task as u64,
                 );
                 if let Some(qa) = draw(task, &catalog, context, future, &mut rng) {
+                    let split = if split == 0 && validation_user { 2 } else { split };
                     candidates[split].entry(task).or_default().push(Row {
                         user_row: u,
                         context_len,
@@ -102,21 +141,27 @@ pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<
 
     let mut report = QaGenReport {
         config,
-        dataset: data_dir.display().to_string(),
+        // Absolute, so baselines find the catalog from any working directory.
+        dataset: std::path::absolute(data_dir)
+            .unwrap_or_else(|_| data_dir.to_path_buf())
+            .display()
+            .to_string(),
         train: BTreeMap::new(),
         eval: BTreeMap::new(),
         train_available: BTreeMap::new(),
         eval_available: BTreeMap::new(),
+        valid: BTreeMap::new(),
     };
     std::fs::create_dir_all(out_dir).map_err(|e| EvalError::io(out_dir, e))?;
-    let [train, eval] = candidates;
-    for (split, (rows, per_task, file)) in [
+    let [train, eval, valid] = candidates;
+    let mut splits = vec![
         (train, config.train_per_task, TRAIN_FILE),
         (eval, config.eval_per_task, EVAL_FILE),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    ];
+    if config.valid_per_task > 0 {
+        splits.push((valid, config.valid_per_task, VALID_FILE));
+    }
+    for (split, (rows, per_task, file)) in splits.into_iter().enumerate() {
         let available: BTreeMap<String, usize> = Task::ALL
             .iter()
             .map(|t| (t.name().to_string(), rows.get(t).map_or(0, Vec::len)))
@@ -127,7 +172,7 @@ pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<
                 "{}: some task has no usable user for the {} split (available per task: {available:?}); \
                  the dataset is too small or its sequences too short",
                 data_dir.display(),
-                if split == 0 { "train" } else { "eval" }
+                ["train", "eval", "valid"][split]
             )));
         }
         let mut chosen: Vec<Row> = Vec::with_capacity(n * Task::ALL.len());
@@ -142,12 +187,16 @@ pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<
         // File order: by user, then task, so that readers stream through the sequences.
         chosen.sort_by_key(|r| (r.user_row, r.qa.question.task()));
         write_rows(&out_dir.join(file), &ds, &catalog, &chosen, config.lang)?;
-        if split == 0 {
-            report.train = counts;
-            report.train_available = available;
-        } else {
-            report.eval = counts;
-            report.eval_available = available;
+        match split {
+            0 => {
+                report.train = counts;
+                report.train_available = available;
+            }
+            1 => {
+                report.eval = counts;
+                report.eval_available = available;
+            }
+            _ => report.valid = counts,
         }
     }
     let json = serde_json::to_vec_pretty(&report).map_err(|e| EvalError::Invalid(e.to_string()))?;

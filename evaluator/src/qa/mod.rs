@@ -1,8 +1,10 @@
 //! Question generation for the seven UQABench sub-tasks (REFERENCE.md section 5), and yes/no
 //! click questions for the CTR mode (`ctr`).
 
+pub mod corpus;
 pub mod ctr;
 pub mod generate;
+pub mod parse;
 pub mod rules;
 pub mod task;
 pub mod templates;

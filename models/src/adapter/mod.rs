@@ -1,7 +1,8 @@
 //! Adapters: encoder hidden states `[B, T, d_enc]` in, soft-prompt tokens `[B, k, d_llm]` out.
 //!
 //! - [`MeanPool`] (the reference default): a linear map of every position, averaged over the
-//!   valid positions: one soft token.
+//!   valid positions: one soft token; optionally followed by the last `recent` states (`recent`
+//!   more tokens).
 //! - [`QFormer`] (the paper's alternative): `k` learned queries cross-attending to the states:
 //!   `k` soft tokens (16 by default).
 
@@ -18,17 +19,30 @@ pub use qformer::QFormer;
 use crate::error::{CandleContext, ModelError, Result};
 
 /// Which adapter, and its shape.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AdapterConfig {
-    #[default]
-    MeanPool,
+    MeanPool {
+        /// Also emit the last `recent` states as soft tokens (0, the reference: the mean only).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        recent: usize,
+    },
     QFormer {
         #[serde(default = "default_queries")]
         queries: usize,
         #[serde(default = "default_heads")]
         heads: usize,
     },
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        AdapterConfig::MeanPool { recent: 0 }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_queries() -> usize {
@@ -43,7 +57,7 @@ impl AdapterConfig {
     /// Soft tokens per user.
     pub fn soft_tokens(&self) -> usize {
         match self {
-            AdapterConfig::MeanPool => 1,
+            AdapterConfig::MeanPool { recent } => 1 + recent,
             AdapterConfig::QFormer { queries, .. } => *queries,
         }
     }
@@ -56,11 +70,19 @@ pub enum Adapter {
 }
 
 impl Adapter {
+    /// Soft tokens per user.
+    pub fn tokens(&self) -> usize {
+        match self {
+            Adapter::MeanPool(a) => a.tokens(),
+            Adapter::QFormer(q) => q.queries(),
+        }
+    }
+
     /// Builds the adapter from `d_enc`-wide states to `d_llm`-wide soft tokens.
     pub fn new(cfg: &AdapterConfig, d_enc: usize, d_llm: usize, vb: VarBuilder) -> Result<Self> {
         match cfg {
-            AdapterConfig::MeanPool => Ok(Adapter::MeanPool(
-                MeanPool::new(d_enc, d_llm, vb).ctx("building the mean-pool adapter")?,
+            AdapterConfig::MeanPool { recent } => Ok(Adapter::MeanPool(
+                MeanPool::new(d_enc, d_llm, *recent, vb).ctx("building the mean-pool adapter")?,
             )),
             AdapterConfig::QFormer { queries, heads } => {
                 if *queries == 0 || *heads == 0 || !d_llm.is_multiple_of(*heads) {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use uqa_models::adapter::AdapterConfig;
-use uqa_models::llm::LoraConfig;
+use uqa_models::llm::{LlmConfig, LoraConfig};
 use uqa_models::soft_prompt::Placement;
 
 use crate::config::{OptimConfig, TrainConfig, load_toml, sha256_hex};
@@ -67,6 +67,50 @@ pub struct LlmSource {
     /// The system turn written before each question (`""`: none).
     #[serde(default = "default_system_prompt")]
     pub system_prompt: String,
+    /// The shape of the `tiny` LLM (ignored for other sources).
+    #[serde(default)]
+    pub tiny: TinyShape,
+}
+
+/// Shape of the built-in `tiny` LLM (Qwen2 architecture, tied embeddings, vocabulary from the
+/// dataset's tokenizer). The defaults are the 2-layer, 128-wide test model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TinyShape {
+    pub layers: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+}
+
+impl Default for TinyShape {
+    fn default() -> Self {
+        let c = LlmConfig::tiny(64);
+        TinyShape {
+            layers: c.num_hidden_layers,
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+        }
+    }
+}
+
+impl TinyShape {
+    /// The LLM config of this shape over `vocab` token ids; sizes that do not fit together are
+    /// refused naming `llm.tiny`.
+    pub fn config(&self, vocab: usize) -> Result<LlmConfig> {
+        let mut c = LlmConfig::tiny(vocab);
+        c.num_hidden_layers = self.layers;
+        c.hidden_size = self.hidden;
+        c.intermediate_size = self.intermediate;
+        c.num_attention_heads = self.heads;
+        c.num_key_value_heads = self.kv_heads;
+        c.validate()
+            .map_err(|e| TrainError::Invalid(format!("llm.tiny: {e}")))?;
+        Ok(c)
+    }
 }
 
 fn default_llm() -> String {
@@ -83,6 +127,7 @@ impl Default for LlmSource {
             source: default_llm(),
             seed: 0,
             system_prompt: default_system_prompt(),
+            tiny: TinyShape::default(),
         }
     }
 }
@@ -259,7 +304,7 @@ out = "out"
         };
         assert_eq!(
             (adapter, placement, untrained),
-            (&AdapterConfig::MeanPool, &Placement::Start, &false)
+            (&AdapterConfig::MeanPool { recent: 0 }, &Placement::Start, &false)
         );
         let (_d2, p2) = write(&job.to_toml());
         assert_eq!(AlignJob::load(&p2, &[]).unwrap(), job);

@@ -15,7 +15,7 @@ use uqa_models::llm::{CausalLm, ChatFormat, GgufFile, LlmConfig, check_tokenizer
 use uqa_models::soft_prompt::{SoftPromptModel, UserPrompt};
 use uqa_models::{PretrainModel, seeded_var_builder};
 
-use super::config::{AlignJob, PromptConfig, Strategy};
+use super::config::{AlignJob, LlmSource, PromptConfig, Strategy};
 use crate::checkpoint;
 use crate::config::PretrainJob;
 use crate::error::{CandleContext, Result, TrainError};
@@ -38,13 +38,14 @@ pub struct LlmParts {
 }
 
 /// Loads the LLM named by `source`: `tiny`, a Hugging Face folder, or a `.gguf` file.
-pub fn load_llm(source: &str, seed: u64, dataset: &Dataset) -> Result<LlmParts> {
+pub fn load_llm(llm: &LlmSource, dataset: &Dataset) -> Result<LlmParts> {
     let dev = Device::Cpu;
+    let (source, seed) = (llm.source.as_str(), llm.seed);
     if source == "tiny" {
         let tokenizer = TextTokenizer::from_file(&dataset.tokenizer_path())?;
         // Rounded up to a multiple of 64, as Qwen pads its 151,665 tokens to 151,936.
         let vocab = (tokenizer.vocab_size() as usize).div_ceil(64) * 64;
-        let config = LlmConfig::tiny(vocab);
+        let config = llm.tiny.config(vocab)?;
         let map = VarMap::new();
         CausalLm::new(&config, seeded_var_builder(&map, seed, DType::F32, &dev))
             .ctx("initialising the tiny LLM")?;
@@ -123,7 +124,7 @@ fn load_encoder(run: &Path, untrained: bool, dataset: &Dataset) -> Result<Pretra
 /// Builds everything `job` names, with fresh trainable variables (seeded by `train.seed`).
 pub fn build(job: &AlignJob, dataset: &Dataset) -> Result<AlignModel> {
     let dev = Device::Cpu;
-    let parts = load_llm(&job.llm.source, job.llm.seed, dataset)?;
+    let parts = load_llm(&job.llm, dataset)?;
     check_tokenizer(parts.tokenizer.inner(), &parts.config)?;
     let trainable = VarMap::new();
     let seed = job.train.seed;
