@@ -15,5 +15,6 @@ if command -v mpicc >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q libclan
 else
   echo "note: OpenMPI or libclang missing: building without the mpi backend (its tests skip)"
 fi
-echo "== cargo test --workspace --features $features"
-exec cargo test --workspace --features "$features" "$@"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+echo "== cargo test --workspace --no-fail-fast --features $features"
+exec cargo test --workspace --no-fail-fast --features "$features" "$@"
