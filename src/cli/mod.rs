@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod align;
+mod baseline;
 mod bench;
 mod bench_generate;
 mod bench_step;
@@ -31,8 +32,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the pipeline end to end on embedded defaults (today: generate the `small` synthetic
-    /// dataset, print its statistics, and generate the sub-task question files).
+    /// Run the pipeline end to end on embedded defaults, in minutes on 2 cores: synthetic data,
+    /// questions, Trm++ pre-training, alignment of a tiny LLM to the trained and to the
+    /// untrained encoder, evaluation, prior and history baselines, and Table 2 with paired
+    /// bootstrap verdicts (all on 2 ranks).
     Quickstart(quickstart::QuickstartArgs),
     /// Build, inspect and check datasets in the reference Arrow layout.
     #[command(subcommand)]
@@ -49,10 +52,15 @@ pub enum Command {
     /// Answer the evaluation questions with an aligned model on any number of ranks (batched
     /// greedy decoding), gather the answers in order and score them.
     Eval(eval::EvalArgs),
+    /// Answer the evaluation questions without a model: `prior` (the most frequent training
+    /// answer of each question's template) or `history` (fixed rules over the context
+    /// sequence); writes a run folder for `uqa report`.
+    Baseline(baseline::BaselineArgs),
     /// Score predictions (prefix match as the headline, plus normalized and list-aware partial
     /// credit; micro and macro averages; bootstrap 95% intervals) and write the paper's Table 2
     /// and Table 7 as Markdown, CSV and JSON, with plots as SVG and PNG, for several runs side
-    /// by side.
+    /// by side, with prior and history baseline rows, distinct answers per sub-task and paired
+    /// bootstrap verdicts.
     Report(report::ReportArgs),
     /// Launch ranks like torchrun: same flags (--nproc-per-node, --nnodes, --node-rank,
     /// --master-addr, --master-port, --standalone, --max-restarts) and the same environment
@@ -72,6 +80,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::QaGen(a) => qa_gen::run(a),
         Command::Align(a) => align::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Baseline(a) => baseline::run(a),
         Command::Report(a) => report::run(a),
         Command::Launch(a) => Ok(uqa_launcher::run(a)),
         Command::Bench(cmd) => bench::run(cmd),
