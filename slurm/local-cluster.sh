@@ -83,6 +83,9 @@ start_munge() {
   else
     /usr/sbin/munged --force
   fi
+  # Ours to stop: `stop` ends munged only when this script started it.
+  mkdir -p "$STATE"
+  touch "$STATE/munged.ours"
   for _ in $(seq 50); do munge -n </dev/null >/dev/null 2>&1 && return; sleep 0.1; done
   die "munged did not start (see /var/log/munge/munged.log)"
 }
@@ -132,6 +135,10 @@ stop() {
     sleep 0.1
   done
   rm -f "$STATE"/slurmd-n1.pid "$STATE"/slurmd-n2.pid "$STATE"/slurmctld.pid
+  if [ -e "$STATE/munged.ours" ]; then
+    [ -s /run/munge/munged.pid ] && kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+    rm -f "$STATE/munged.ours"
+  fi
   log "stopped (state kept in $STATE)"
 }
 

@@ -81,6 +81,39 @@ fn only_subdir(dir: &Path) -> PathBuf {
     dirs.into_iter().next().unwrap()
 }
 
+/// Stops the local cluster when the test ends (passing or failing) if the test started it; a
+/// cluster that was already up (someone's own) is left running.
+struct ClusterGuard {
+    script: PathBuf,
+    started_here: bool,
+}
+
+impl ClusterGuard {
+    fn start(script: PathBuf) -> (Self, Output) {
+        let was_up = Command::new(&script)
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let up = Command::new(&script)
+            .arg("start")
+            .output()
+            .expect("local-cluster.sh runs");
+        let guard = ClusterGuard {
+            script,
+            started_here: !was_up,
+        };
+        (guard, up)
+    }
+}
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if self.started_here {
+            let _ = Command::new(&self.script).arg("stop").output();
+        }
+    }
+}
+
 #[test]
 fn sbatch_jobs_pretrain_for_real() {
     if !has("sbatch") || !has("slurmctld") {
@@ -93,10 +126,7 @@ fn sbatch_jobs_pretrain_for_real() {
         println!("SKIPPED: the local Slurm cluster runs its daemons as root");
         return;
     }
-    let up = Command::new(repo().join("slurm/local-cluster.sh"))
-        .arg("start")
-        .output()
-        .unwrap();
+    let (_cluster, up) = ClusterGuard::start(repo().join("slurm/local-cluster.sh"));
     assert!(
         up.status.success(),
         "cluster start failed:\n{}",

@@ -97,6 +97,39 @@ fn rank_lines(log: &str, world: usize) -> Vec<String> {
     lines
 }
 
+/// Stops the local cluster when the test ends (passing or failing) if the test started it; a
+/// cluster that was already up (someone's own) is left running.
+struct ClusterGuard {
+    script: PathBuf,
+    started_here: bool,
+}
+
+impl ClusterGuard {
+    fn start(script: PathBuf) -> (Self, Output) {
+        let was_up = Command::new(&script)
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let up = Command::new(&script)
+            .arg("start")
+            .output()
+            .expect("local-cluster.sh runs");
+        let guard = ClusterGuard {
+            script,
+            started_here: !was_up,
+        };
+        (guard, up)
+    }
+}
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if self.started_here {
+            let _ = Command::new(&self.script).arg("stop").output();
+        }
+    }
+}
+
 #[test]
 fn sbatch_templates_run_on_a_local_two_node_cluster() {
     if !has("sbatch") || !has("slurmctld") {
@@ -116,10 +149,7 @@ fn sbatch_templates_run_on_a_local_two_node_cluster() {
         return;
     };
     let repo = repo();
-    let up = Command::new(repo.join("slurm/local-cluster.sh"))
-        .arg("start")
-        .output()
-        .expect("local-cluster.sh runs");
+    let (_cluster, up) = ClusterGuard::start(repo.join("slurm/local-cluster.sh"));
     assert!(up.status.success(), "cluster start failed:\n{}", text(&up));
     let state = std::env::var("UQA_SLURM_STATE").unwrap_or_else(|_| "/tmp/uqa-slurm".into());
     let conf = format!("{state}/slurm.conf");
