@@ -47,7 +47,10 @@ fn the_default_quickstart_shows_that_the_user_embedding_helps() {
         assert!(stderr.contains(stage), "missing {stage}: {stderr}");
     }
     for row in [TRAINED, UNTRAINED, "prior", "history"] {
-        assert!(stdout.contains(&format!("| {row} |")), "no row {row}: {stdout}");
+        assert!(
+            stdout.contains(&format!("| {row} |")),
+            "no row {row}: {stdout}"
+        );
     }
     assert!(stdout.contains("quickstart finished"), "{stdout}");
     for p in [
@@ -82,7 +85,10 @@ fn the_default_quickstart_shows_that_the_user_embedding_helps() {
     // recent interest, each clearly above the prior.
     for task in ["AP", "SI"] {
         let (diff, lo, _) = figures(&vs_prior["paired"]["tasks"][task]);
-        assert!(diff > 0.0 && lo > 0.0, "{task}: trained - prior = {diff:.2} [{lo:.2}, ..]");
+        assert!(
+            diff > 0.0 && lo > 0.0,
+            "{task}: trained - prior = {diff:.2} [{lo:.2}, ..]"
+        );
     }
     // The answers depend on the user: the prior gives one answer per template, the trained
     // prompt many (60 questions per sub-task).

@@ -50,7 +50,8 @@ fn tokenizer_for(
     raw: &RawCatalog,
     extra_texts: &[String],
 ) -> Result<TextTokenizer> {
-    let builtin = || TextTokenizer::builtin(all_texts(raw).chain(extra_texts.iter().map(String::as_str)));
+    let builtin =
+        || TextTokenizer::builtin(all_texts(raw).chain(extra_texts.iter().map(String::as_str)));
     match choice {
         TokenizerChoice::File(p) => TextTokenizer::from_file(p),
         TokenizerChoice::Auto => match default_tokenizer_path() {

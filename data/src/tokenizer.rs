@@ -129,8 +129,13 @@ impl TextTokenizer {
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .build();
         let byte_level = ByteLevel::default().add_prefix_space(false);
-        let mut tok: TokenizerImpl<BPE, tokenizers::NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel> =
-            TokenizerImpl::new(BPE::default());
+        let mut tok: TokenizerImpl<
+            BPE,
+            tokenizers::NormalizerWrapper,
+            ByteLevel,
+            ByteLevel,
+            ByteLevel,
+        > = TokenizerImpl::new(BPE::default());
         tok.with_pre_tokenizer(Some(byte_level));
         tok.with_decoder(Some(byte_level));
         tok.train(&mut trainer, corpus.into_iter()).map_err(fail)?;
@@ -248,7 +253,10 @@ mod tests {
         let p = dir.path().join("tokenizer.json");
         std::fs::write(&p, tok.json()).unwrap();
         let again = TextTokenizer::from_file(&p).unwrap();
-        assert_eq!(again.encode(unseen[1]).unwrap(), tok.encode(unseen[1]).unwrap());
+        assert_eq!(
+            again.encode(unseen[1]).unwrap(),
+            tok.encode(unseen[1]).unwrap()
+        );
         assert_eq!(again.info().sha256, tok.info().sha256);
     }
 

@@ -225,8 +225,7 @@ impl SoftPromptModel {
 
     /// Input tokens the LM reads per conversation (text plus soft tokens), the paper's Table 7.
     pub fn input_tokens(&self, chat: &EncodedChat) -> usize {
-        chat.ids.len()
-            + self.user.as_ref().map_or(0, |u| u.adapter.tokens())
+        chat.ids.len() + self.user.as_ref().map_or(0, |u| u.adapter.tokens())
     }
 
     pub fn device(&self) -> &Device {

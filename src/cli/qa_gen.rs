@@ -70,7 +70,10 @@ pub fn run(a: QaGenArgs) -> CliResult {
     }
     if !report.valid.is_empty() {
         let per_task = Task::ALL.map(|t| format!("{t} {}", report.valid[t.name()]));
-        println!("  validation (align_data_valid.arrow): {}", per_task.join(", "));
+        println!(
+            "  validation (align_data_valid.arrow): {}",
+            per_task.join(", ")
+        );
     }
     if a.ctr_users > 0 {
         let (train, eval) = generate_ctr(

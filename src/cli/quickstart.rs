@@ -13,8 +13,8 @@ use clap::Args;
 use uqa_data::build::{TokenizerChoice, build_synthetic};
 use uqa_data::synth::SynthSpec;
 use uqa_evaluator::qa::{Lang, QaGenConfig, Task, generate};
-use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
 use uqa_evaluator::report::tables::counts_markdown;
+use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
 use uqa_evaluator::report::{Report, Run, write_report};
 
 use super::CliResult;
@@ -305,7 +305,11 @@ fn print_summary(report: &Report) {
                 d.diff,
                 d.ci95.0,
                 d.ci95.1,
-                if d.significant() { "" } else { " (not significant)" }
+                if d.significant() {
+                    ""
+                } else {
+                    " (not significant)"
+                }
             );
         }
     }

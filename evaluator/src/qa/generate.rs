@@ -96,8 +96,8 @@ pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<
     let users = ds.train.num_rows();
     let mut candidates: [BTreeMap<Task, Vec<Row>>; 3] = Default::default();
     for u in 0..users {
-        let validation_user =
-            config.valid_per_task > 0 && Rng::derive(config.seed, 0x7A11_D000 ^ u as u64).below(10) == 0;
+        let validation_user = config.valid_per_task > 0
+            && Rng::derive(config.seed, 0x7A11_D000 ^ u as u64).below(10) == 0;
         let history = ds.train.row(u).ids(Feature::ItemId);
         let tail = ds.eval.row(u).ids(Feature::ItemId);
         let history: Vec<u32> = history.iter().map(|&i| i as u32).collect();
@@ -122,13 +122,14 @@ pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<
                 // with one window stay as they were.
                 let mut rng = Rng::derive(
                     config.seed,
-                    ((window as u64) << 40)
-                        | ((u as u64) << 8)
-                        | (split as u64) << 4
-                        | task as u64,
+                    ((window as u64) << 40) | ((u as u64) << 8) | (split as u64) << 4 | task as u64,
                 );
                 if let Some(qa) = draw(task, &catalog, context, future, &mut rng) {
-                    let split = if split == 0 && validation_user { 2 } else { split };
+                    let split = if split == 0 && validation_user {
+                        2
+                    } else {
+                        split
+                    };
                     candidates[split].entry(task).or_default().push(Row {
                         user_row: u,
                         context_len,

@@ -83,11 +83,17 @@ mod tests {
     fn recent_tokens_are_the_last_valid_states_oldest_first() {
         let dev = Device::Cpu;
         // Two rows of T = 4, d = 1: state value = position + 10 * row; lengths 3 and 1.
-        let states = Tensor::new(&[[[0f32], [1.], [2.], [3.]], [[10.], [11.], [12.], [13.]]], &dev)
-            .unwrap();
+        let states = Tensor::new(
+            &[[[0f32], [1.], [2.], [3.]], [[10.], [11.], [12.], [13.]]],
+            &dev,
+        )
+        .unwrap();
         let mask = Tensor::new(&[[1f32, 1., 1., 0.], [1., 0., 0., 0.]], &dev).unwrap();
         let got: Vec<Vec<Vec<f32>>> = last_states(&states, &mask, 2).unwrap().to_vec3().unwrap();
-        assert_eq!(got, vec![vec![vec![1.], vec![2.]], vec![vec![0.], vec![10.]]]);
+        assert_eq!(
+            got,
+            vec![vec![vec![1.], vec![2.]], vec![vec![0.], vec![10.]]]
+        );
 
         let map = VarMap::new();
         let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);

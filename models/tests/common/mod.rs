@@ -171,7 +171,10 @@ pub fn gradcheck(
         if zero_by_construction(name) {
             // Exactly zero in exact arithmetic; what is left is rounding, so whether it comes
             // out as 0.0 or 1e-17 must decide nothing.
-            assert!(norm <= 1e-9, "gradient of `{name}` should vanish, has norm {norm:e}");
+            assert!(
+                norm <= 1e-9,
+                "gradient of `{name}` should vanish, has norm {norm:e}"
+            );
         } else if !may_skip {
             assert!(norm > 0.0, "gradient of `{name}` is identically zero");
         }

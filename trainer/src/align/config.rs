@@ -304,7 +304,11 @@ out = "out"
         };
         assert_eq!(
             (adapter, placement, untrained),
-            (&AdapterConfig::MeanPool { recent: 0 }, &Placement::Start, &false)
+            (
+                &AdapterConfig::MeanPool { recent: 0 },
+                &Placement::Start,
+                &false
+            )
         );
         let (_d2, p2) = write(&job.to_toml());
         assert_eq!(AlignJob::load(&p2, &[]).unwrap(), job);

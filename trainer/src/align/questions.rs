@@ -446,7 +446,11 @@ mod tests {
     /// earlier versions): text outside it encodes as `<unk>`.
     fn word_level(words: &[&str]) -> TextTokenizer {
         let mut vocab = serde_json::Map::new();
-        for (i, w) in ["<unk>", "<|im_start|>", "<|im_end|>"].iter().chain(words).enumerate() {
+        for (i, w) in ["<unk>", "<|im_start|>", "<|im_end|>"]
+            .iter()
+            .chain(words)
+            .enumerate()
+        {
             vocab.insert(w.to_string(), i.into());
         }
         let added: Vec<serde_json::Value> = [(1, "<|im_start|>"), (2, "<|im_end|>")]
