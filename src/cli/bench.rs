@@ -130,7 +130,36 @@ fn scan(a: ScanArgs) -> CliResult {
 }
 
 fn sampler(a: SamplerArgs) -> CliResult {
+    for (flag, v) in [
+        ("--batch", a.batch),
+        ("--world-size", a.world_size),
+        ("--batches", a.batches),
+    ] {
+        if v == 0 {
+            return Err(format!("{flag} 0: must be at least 1").into());
+        }
+    }
+    if a.rank >= a.world_size {
+        return Err(format!(
+            "--rank {}: must be below --world-size {}",
+            a.rank, a.world_size
+        )
+        .into());
+    }
     let ds = Dataset::open(&a.dir)?;
+    // Whole batches only: a rank's shard smaller than one batch would never yield one.
+    let rows = ds.train.num_rows();
+    let shard = rows.div_ceil(a.world_size);
+    if shard < a.batch {
+        return Err(format!(
+            "{}: {rows} training rows give each of {} ranks {} rows, fewer than --batch {}",
+            a.dir.display(),
+            a.world_size,
+            shard,
+            a.batch
+        )
+        .into());
+    }
     let (anon, mapped) = rss_split_mb();
     eprintln!(
         "after open: heap {anon:.0} MB, mapped {mapped:.0} MB, peak {:.0} MB",

@@ -119,6 +119,15 @@ fn left_padded(rows: &[Tensor]) -> candle_core::Result<(Tensor, TokenMask)> {
 }
 
 pub fn run(a: GenerateArgs) -> CliResult {
+    for (flag, v) in [
+        ("--batch", a.batch),
+        ("--prompt-len", a.prompt_len),
+        ("--new-tokens", a.new_tokens),
+    ] {
+        if v == 0 {
+            return Err(format!("{flag} 0: must be at least 1").into());
+        }
+    }
     if !["reference", "batched", "both"].contains(&a.mode.as_str()) {
         return Err(format!("--mode {}: expected reference, batched or both", a.mode).into());
     }

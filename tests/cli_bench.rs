@@ -1,0 +1,69 @@
+//! `uqa bench` refuses bad numbers with an error naming the flag, instead of panicking or
+//! looping forever (a sampler whose shard is smaller than one batch never yields a batch).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `uqa ARGS`, killing it after 60 s: a hang fails the test instead of stalling the suite.
+fn uqa(args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uqa"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("uqa {} hung", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
+}
+
+#[test]
+fn bench_flags_with_bad_numbers_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let (ok, text) = uqa(&[
+        "data",
+        "synth",
+        "--preset",
+        "tiny",
+        "--tokenizer",
+        "builtin",
+        "--out",
+        data,
+    ]);
+    assert!(ok, "{text}");
+    let cases: [(&[&str], &str); 7] = [
+        (&["bench", "sampler", data, "--batch", "0"], "--batch 0"),
+        (&["bench", "sampler", data, "--batches", "0"], "--batches 0"),
+        (
+            &["bench", "sampler", data, "--world-size", "0"],
+            "--world-size 0",
+        ),
+        (
+            &["bench", "sampler", data, "--rank", "2", "--world-size", "2"],
+            "--rank 2",
+        ),
+        (
+            &["bench", "sampler", data, "--batch", "100000000"],
+            "fewer than --batch",
+        ),
+        (&["bench", "sampler", data, "--batch=-1"], "--batch"),
+        (&["bench", "generate", "--batch", "0"], "--batch 0"),
+    ];
+    for (args, want) in cases {
+        let (ok, text) = uqa(args);
+        assert!(!ok, "uqa {} succeeded: {text}", args.join(" "));
+        assert!(text.contains(want), "uqa {}: {text}", args.join(" "));
+        assert!(!text.contains("panicked"), "uqa {}: {text}", args.join(" "));
+    }
+}
