@@ -1,11 +1,15 @@
 //! `uqa bench` refuses bad numbers with an error naming the flag, instead of panicking or
 //! looping forever (a sampler whose shard is smaller than one batch never yields a batch).
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tiny_data;
+
 /// Runs `uqa ARGS`, killing it after 60 s: a hang fails the test instead of stalling the suite.
-fn uqa(args: &[&str]) -> (bool, String) {
+fn uqa_bounded(args: &[&str]) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_uqa"))
         .args(args)
         .stdout(Stdio::piped())
@@ -29,19 +33,8 @@ fn uqa(args: &[&str]) -> (bool, String) {
 #[test]
 fn bench_flags_with_bad_numbers_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = tiny_data(dir.path());
     let data = data.to_str().unwrap();
-    let (ok, text) = uqa(&[
-        "data",
-        "synth",
-        "--preset",
-        "tiny",
-        "--tokenizer",
-        "builtin",
-        "--out",
-        data,
-    ]);
-    assert!(ok, "{text}");
     let cases: [(&[&str], &str); 7] = [
         (&["bench", "sampler", data, "--batch", "0"], "--batch 0"),
         (&["bench", "sampler", data, "--batches", "0"], "--batches 0"),
@@ -61,7 +54,7 @@ fn bench_flags_with_bad_numbers_are_clear_errors() {
         (&["bench", "generate", "--batch", "0"], "--batch 0"),
     ];
     for (args, want) in cases {
-        let (ok, text) = uqa(args);
+        let (ok, text) = uqa_bounded(args);
         assert!(!ok, "uqa {} succeeded: {text}", args.join(" "));
         assert!(text.contains(want), "uqa {}: {text}", args.join(" "));
         assert!(!text.contains("panicked"), "uqa {}: {text}", args.join(" "));

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+#[path = "../comm/tests/local_cluster/mod.rs"]
+mod local_cluster;
+use local_cluster::ClusterGuard;
+
 const JOBS_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn has(bin: &str) -> bool {
@@ -79,39 +83,6 @@ fn only_subdir(dir: &Path) -> PathBuf {
         .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs.into_iter().next().unwrap()
-}
-
-/// Stops the local cluster when the test ends (passing or failing) if the test started it; a
-/// cluster that was already up (someone's own) is left running.
-struct ClusterGuard {
-    script: PathBuf,
-    started_here: bool,
-}
-
-impl ClusterGuard {
-    fn start(script: PathBuf) -> (Self, Output) {
-        let was_up = Command::new(&script)
-            .arg("status")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        let up = Command::new(&script)
-            .arg("start")
-            .output()
-            .expect("local-cluster.sh runs");
-        let guard = ClusterGuard {
-            script,
-            started_here: !was_up,
-        };
-        (guard, up)
-    }
-}
-
-impl Drop for ClusterGuard {
-    fn drop(&mut self) {
-        if self.started_here {
-            let _ = Command::new(&self.script).arg("stop").output();
-        }
-    }
 }
 
 #[test]

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod local_cluster;
+use local_cluster::ClusterGuard;
+
 /// Budget for both jobs once the cluster is up.
 const JOBS_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -95,39 +98,6 @@ fn rank_lines(log: &str, world: usize) -> Vec<String> {
         .collect();
     lines.sort();
     lines
-}
-
-/// Stops the local cluster when the test ends (passing or failing) if the test started it; a
-/// cluster that was already up (someone's own) is left running.
-struct ClusterGuard {
-    script: PathBuf,
-    started_here: bool,
-}
-
-impl ClusterGuard {
-    fn start(script: PathBuf) -> (Self, Output) {
-        let was_up = Command::new(&script)
-            .arg("status")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        let up = Command::new(&script)
-            .arg("start")
-            .output()
-            .expect("local-cluster.sh runs");
-        let guard = ClusterGuard {
-            script,
-            started_here: !was_up,
-        };
-        (guard, up)
-    }
-}
-
-impl Drop for ClusterGuard {
-    fn drop(&mut self) {
-        if self.started_here {
-            let _ = Command::new(&self.script).arg("stop").output();
-        }
-    }
 }
 
 #[test]

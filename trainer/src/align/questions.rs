@@ -290,15 +290,14 @@ mod tests {
     use uqa_data::schema::{Columns, Vocab};
     use uqa_data::writer::{Position, SequenceWriter};
 
-    /// A question file whose rows carry the given chat texts over a one-click context.
-    fn question_file(dir: &Path, texts: &[&str]) -> std::path::PathBuf {
-        let path = dir.join("q.arrow");
+    /// A writer of question files (every column) over `entities` ids per entity feature.
+    fn question_writer(path: &Path, entities: u64) -> SequenceWriter {
         let vocab = Vocab {
-            items: 5,
-            cates: 5,
-            brands: 5,
-            shops: 5,
-            sellers: 5,
+            items: entities,
+            cates: entities,
+            brands: entities,
+            shops: entities,
+            sellers: entities,
             tokens: 20,
         };
         let columns = Columns {
@@ -307,7 +306,13 @@ mod tests {
             text: true,
             task: true,
         };
-        let mut w = SequenceWriter::create(&path, columns, &vocab, 1).unwrap();
+        SequenceWriter::create(path, columns, &vocab, 1).unwrap()
+    }
+
+    /// A question file whose rows carry the given chat texts over a one-click context.
+    fn question_file(dir: &Path, texts: &[&str]) -> std::path::PathBuf {
+        let path = dir.join("q.arrow");
+        let mut w = question_writer(&path, 5);
         let mut b = w.builder();
         for (r, t) in texts.iter().enumerate() {
             b.begin_row(r as i64 + 1);
@@ -357,21 +362,7 @@ mod tests {
         chat: &str,
     ) -> (std::path::PathBuf, ItemCatalog) {
         let path = dir.join("h.arrow");
-        let vocab = Vocab {
-            items: 2,
-            cates: 2,
-            brands: 2,
-            shops: 2,
-            sellers: 2,
-            tokens: 20,
-        };
-        let columns = Columns {
-            user_id: true,
-            timestamps: true,
-            text: true,
-            task: true,
-        };
-        let mut w = SequenceWriter::create(&path, columns, &vocab, 1).unwrap();
+        let mut w = question_writer(&path, 2);
         let mut b = w.builder();
         b.begin_row(1);
         for t in 0..clicks {
