@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use uqa_data::reader::SequenceFile;
 use uqa_data::schema::Feature;
-use uqa_models::llm::chat::parse_chat;
+use uqa_models::llm::chat::{parse_chat, question_and_answer};
 
 use crate::answer::SkippedRow;
 use crate::error::{EvalError, Result};
@@ -72,13 +72,7 @@ pub fn read_questions(path: &Path, with_context: bool) -> Result<QaFile> {
             }
         };
         // As `uqa eval`: a row without a user turn still asks an (empty) question.
-        let question = turns
-            .iter()
-            .rev()
-            .find(|t| t.role == "user")
-            .map(|t| t.content.clone())
-            .unwrap_or_default();
-        let answer = turns.last().map(|t| t.content.clone()).unwrap_or_default();
+        let (question, answer) = question_and_answer(&turns);
         let task = match &task_name {
             Some(name) => Task::parse(name),
             None => Task::recognise(&question),

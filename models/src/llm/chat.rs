@@ -30,6 +30,19 @@ pub struct Turn {
     pub content: String,
 }
 
+/// The question (the last user turn; empty when there is none, which still asks a question) and
+/// the gold answer (the last turn's content, possibly empty) of parsed chat turns.
+pub fn question_and_answer(turns: &[Turn]) -> (String, String) {
+    let question = turns
+        .iter()
+        .rev()
+        .find(|t| t.role == "user")
+        .map(|t| t.content.clone())
+        .unwrap_or_default();
+    let answer = turns.last().map(|t| t.content.clone()).unwrap_or_default();
+    (question, answer)
+}
+
 /// Parses the reference's chat JSON (`[{"role": ..., "content": ...}, ...]`); the last turn must
 /// be the assistant's (its content is the answer).
 pub fn parse_chat(text: &str) -> Result<Vec<Turn>> {

@@ -15,7 +15,7 @@ use uqa_data::catalog::ItemCatalog;
 use uqa_data::reader::{SequenceFile, SequenceRow};
 use uqa_data::schema::Feature;
 use uqa_data::tokenizer::TextTokenizer;
-use uqa_models::llm::chat::{ChatFormat, EncodedChat, Turn, parse_chat};
+use uqa_models::llm::chat::{ChatFormat, EncodedChat, Turn, parse_chat, question_and_answer};
 
 use crate::error::{Result, TrainError};
 
@@ -167,13 +167,7 @@ fn render_row(
     let text = row.text().ok_or("empty `text`")?;
     let mut turns: Vec<Turn> = parse_chat(text).map_err(|e| e.to_string())?;
     // An empty gold answer is kept: the reference scores it (every prediction starts with "").
-    let answer = turns.last().map(|t| t.content.clone()).unwrap_or_default();
-    let question = turns
-        .iter()
-        .rev()
-        .find(|t| t.role == "user")
-        .map(|t| t.content.clone())
-        .unwrap_or_default();
+    let (question, answer) = question_and_answer(&turns);
     let encode = |turns: &[Turn]| match render {
         Render::Training => chat.render_training(tokenizer, turns),
         Render::Prompt => chat.render_prompt(tokenizer, turns).map(|(e, _)| e),
