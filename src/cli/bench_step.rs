@@ -3,14 +3,13 @@
 //! sequence 128, batch 8, 100,000 items, full side information, random ids) and the same FLOP
 //! formula, so the two JSON lines compare field by field.
 //!
-//! A step is what `uqa pretrain` does per batch on one rank: forward and the chunked
-//! full-softmax loss, backward, gradients moved into flat buffers, clipping by the global norm
-//! and our AdamW. Threads: `OMP_NUM_THREADS` (or `RAYON_NUM_THREADS`), as for every command.
+//! A step is `uqa pretrain`'s own step on one rank (`engine::train_step`): forward and the
+//! chunked full-softmax loss, backward, gradients moved into flat buffers, clipping by the
+//! global norm and our AdamW. Threads: `OMP_NUM_THREADS` (or `RAYON_NUM_THREADS`), as for every command.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use clap::Args;
 use serde_json::json;
@@ -21,7 +20,11 @@ use uqa_models::{
     EmbedderConfig, EncoderConfig, GradSink, InputVariant, NextItemConfig, ObjectiveConfig,
     PretrainConfig, PretrainModel, TrmConfig, seeded_var_builder,
 };
-use uqa_trainer::optim::{AdamW, AdamWConfig, Grads, Params, clip_factor};
+use uqa_trainer::config::OptimConfig;
+use uqa_trainer::engine::{Optimization, Stage, Units, train_step};
+use uqa_trainer::optim::{AdamWConfig, Params, Schedule};
+use uqa_trainer::parallel::Replicas;
+use uqa_trainer::pretrain::{SEQUENCE_UNITS, label_count, position_count};
 
 use super::CliResult;
 use super::bench::peak_rss_mb;
@@ -78,6 +81,53 @@ pub struct StepArgs {
     /// Recompute each block's activations in backward (`activation_checkpointing`).
     #[arg(long)]
     activation_checkpointing: bool,
+}
+
+/// The benchmark as a training stage: one fixed random batch, drawn again every step.
+struct BenchStage {
+    params: Params,
+    model: PretrainModel,
+    sink: GradSink,
+    batch: SequenceBatch,
+    seed: u64,
+}
+
+impl Stage for BenchStage {
+    type Batch = SequenceBatch;
+
+    const UNITS: Units = SEQUENCE_UNITS;
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn rows(&self) -> usize {
+        self.batch.batch_size
+    }
+
+    fn collate(&self, _rows: &[usize]) -> uqa_trainer::Result<SequenceBatch> {
+        Ok(self.batch.clone())
+    }
+
+    fn labels(&self, b: &SequenceBatch) -> usize {
+        label_count(b)
+    }
+
+    fn samples(&self, b: &SequenceBatch) -> usize {
+        b.batch_size
+    }
+
+    fn inputs(&self, b: &SequenceBatch) -> usize {
+        position_count(b)
+    }
+
+    fn loss(&self, b: &SequenceBatch, step: u64) -> uqa_trainer::Result<Tensor> {
+        Ok(self.model.loss(b, true, self.seed ^ step)?.sum)
+    }
+
+    fn grad_sink(&self) -> Option<&GradSink> {
+        Some(&self.sink)
+    }
 }
 
 /// Model FLOPs of one training step, encoder_step.py's `step_flops`: forward =
@@ -162,19 +212,26 @@ pub fn run(a: StepArgs) -> CliResult {
     let mut model = PretrainModel::new(&cfg, &vocab, vb)?;
     let sink = GradSink::new();
     model.set_grad_sink(Some(sink.clone()));
-    let params = Params::from_varmap(&varmap);
     let counts = cfg.param_count(&vocab);
-    let mut optimizer = AdamW::new(
-        AdamWConfig {
+    let stage = BenchStage {
+        params: Params::from_varmap(&varmap),
+        model,
+        sink,
+        batch: random_batch(&a, &vocab, a.seed),
+        seed: a.seed,
+    };
+    let optim = OptimConfig {
+        adamw: AdamWConfig {
             lr: a.lr,
             betas: (0.9, 0.999),
             eps: 1e-8,
             weight_decay: 0.01,
         },
-        &params,
-    );
-    let mut grads = Grads::released(&params);
-    let batch = random_batch(&a, &vocab, a.seed);
+        schedule: Schedule::Constant,
+        clip_norm: a.clip,
+    };
+    let mut opt = Optimization::new(stage.params.clone(), optim, None, |_| 1.0);
+    let mut replicas = Replicas::Single;
     let flops = step_flops(&a, cfg.embedder.concat_dim(), hidden);
     eprintln!(
         "params: {:.2} M total, {:.2} M without embedding tables; {:.1} GFLOP/step; ce chunked ({})",
@@ -186,33 +243,19 @@ pub fn run(a: StepArgs) -> CliResult {
 
     let mut rows = Vec::new();
     let mut losses = Vec::new();
-    for i in 0..a.warmup + a.steps {
-        let t0 = Instant::now();
-        let ls = model.loss(&batch, true, a.seed ^ i as u64)?;
-        let loss = ls.mean()?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        let t1 = Instant::now();
-        grads.add(&params, loss.backward()?, Some(&sink))?;
-        let t2 = Instant::now();
-        if !value.is_finite() || !grads.is_finite() {
-            return Err(format!("step {i}: non-finite loss {value} or gradient").into());
-        }
-        let scale = clip_factor(grads.norm(), a.clip);
-        optimizer.step(&params, &grads, a.lr, scale)?;
-        grads.release();
-        let t3 = Instant::now();
-        let (f, b, o) = (
-            (t1 - t0).as_secs_f64(),
-            (t2 - t1).as_secs_f64(),
-            (t3 - t2).as_secs_f64(),
-        );
-        let timed = i >= a.warmup;
+    let total = (a.warmup + a.steps) as u64;
+    for i in 0..total {
+        let batches = [stage.collate(&[])?];
+        let r = train_step(&stage, &batches, &mut opt, &mut replicas, i, total)?;
+        let (f, b, o) = (r.forward_seconds, r.backward_seconds, r.optimizer_seconds);
+        let timed = i >= a.warmup as u64;
         eprintln!(
-            "step {i:3} {} loss {value:.4} total {:.3}s fwd {f:.3}s bwd {b:.3}s opt {o:.3}s",
+            "step {i:3} {} loss {:.4} total {:.3}s fwd {f:.3}s bwd {b:.3}s opt {o:.3}s",
             if timed { "timed" } else { "warm " },
+            r.loss,
             f + b + o
         );
-        losses.push(value);
+        losses.push(r.loss);
         if timed {
             rows.push([f + b + o, f, b, o]);
         }

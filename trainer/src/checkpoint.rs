@@ -4,14 +4,21 @@
 //! `config.toml`. A checkpoint is written under a temporary folder name, every
 //! file fsynced, then renamed; the `latest` pointer is rewritten (atomically) last, so a crash
 //! at any moment leaves the previous checkpoint loadable.
+//!
+//! `state.json` also holds the SHA-256 of every tensor file. Resuming verifies them before any
+//! weight is loaded: a damaged checkpoint (truncated, a flipped bit, a missing file) is named,
+//! skipped, and the newest intact one is loaded instead; damaged weights are never loaded.
+//! Nothing in a checkpoint names its folder, so a run folder moved or copied elsewhere resumes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use uqa_data::atomic::write_atomic;
 
+use crate::config::TrainConfig;
+use crate::engine::Optimization;
 use crate::error::{CandleContext, Result, TrainError};
 use crate::optim::{AdamW, Params};
 use crate::parallel::Replicas;
@@ -29,6 +36,29 @@ pub struct TrainState {
     /// Hash of the resolved config, minus step limits: a checkpoint of another run is refused.
     pub config_hash: String,
     pub world_size: usize,
+}
+
+/// `state.json`: the train state and the SHA-256 of each tensor file beside it (absent in
+/// checkpoints of earlier versions, which are then loaded unverified).
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    #[serde(flatten)]
+    state: TrainState,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    sha256: BTreeMap<String, String>,
+}
+
+/// Hex SHA-256 of a file, read in blocks.
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut f, &mut hasher).map_err(|e| TrainError::io(path, e))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn checkpoints_dir(out: &Path) -> PathBuf {
@@ -111,8 +141,25 @@ fn finish(
     let model_path = tmp.join("model.safetensors");
     candle_core::safetensors::save(&weights, &model_path).ctx("writing model.safetensors")?;
     fsync_file(&model_path)?;
+    // Every tensor file of the folder: the model, and the optimiser state or every rank's shard.
+    let mut sha256 = BTreeMap::new();
+    for entry in std::fs::read_dir(tmp).map_err(|e| TrainError::io(tmp, e))? {
+        let path = entry.map_err(|e| TrainError::io(tmp, e))?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".safetensors") {
+            sha256.insert(name, sha256_file(&path)?);
+        }
+    }
+    let file = StateFile {
+        state: state.clone(),
+        sha256,
+    };
     let state_json =
-        serde_json::to_vec_pretty(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        serde_json::to_vec_pretty(&file).map_err(|e| TrainError::Invalid(e.to_string()))?;
     write_atomic(tmp.join("state.json"), &state_json)?;
     write_atomic(tmp.join("config.toml"), config_toml.as_bytes())?;
 
@@ -129,27 +176,41 @@ fn finish(
 }
 
 /// Where a run writes its checkpoints: the output folder, the resolved config saved in each,
-/// and how many to keep.
+/// how often (`train.checkpoint_every` steps, 0: only at epoch ends) and how many to keep.
 pub struct Checkpointer {
     pub out: PathBuf,
     pub config_toml: String,
+    pub every: u64,
     pub keep: usize,
 }
 
 impl Checkpointer {
+    pub fn new(train: &TrainConfig, config_toml: &str) -> Self {
+        Self {
+            out: train.out.clone(),
+            config_toml: config_toml.to_string(),
+            every: train.checkpoint_every,
+            keep: train.keep_checkpoints,
+        }
+    }
+
+    /// Whether the step just completed is due a checkpoint.
+    pub fn due(&self, step: u64) -> bool {
+        self.every > 0 && step.is_multiple_of(self.every)
+    }
+
     /// [`save_synced`] with this run's folder, config and retention.
     pub fn save(
         &self,
         replicas: &mut Replicas,
-        params: &Params,
-        optimizer: &AdamW,
+        opt: &Optimization,
         state: &TrainState,
     ) -> Result<Option<PathBuf>> {
         save_synced(
             replicas,
             &self.out,
-            params,
-            optimizer,
+            &opt.params,
+            &opt.optimizer,
             state,
             &self.config_toml,
             self.keep,
@@ -157,9 +218,10 @@ impl Checkpointer {
     }
 }
 
-/// Resume from the latest checkpoint in `out` (parameters and optimiser state restored), or
-/// start at step 0. A checkpoint written by another world size is refused: the sampler
-/// positions would differ. Returns the state and the checkpoint resumed from.
+/// Resume from the newest intact checkpoint in `out` (parameters and optimiser state
+/// restored; see [`newest_intact`]), or start at step 0. A checkpoint of another config or
+/// world size is refused, not skipped: that is a mistake in the command, not damage.
+/// Returns the state and the checkpoint resumed from.
 pub fn resume_or_start(
     out: &Path,
     params: &Params,
@@ -167,7 +229,7 @@ pub fn resume_or_start(
     config_hash: &str,
     world_size: usize,
 ) -> Result<(TrainState, Option<PathBuf>)> {
-    let Some(dir) = latest(out)? else {
+    let Some((dir, state)) = newest_intact(out)? else {
         let fresh = TrainState {
             step: 0,
             epoch: 0,
@@ -177,17 +239,96 @@ pub fn resume_or_start(
         };
         return Ok((fresh, None));
     };
-    let s = restore(&dir, params, optimizer, config_hash)?;
-    if s.world_size != world_size {
+    if state.world_size != world_size {
         return Err(TrainError::Checkpoint {
             path: dir,
             reason: format!(
                 "written by {} ranks, this run has {world_size}: the sampler positions differ",
-                s.world_size
+                state.world_size
             ),
         });
     }
+    let s = restore(&dir, params, optimizer, config_hash)?;
     Ok((s, Some(dir)))
+}
+
+/// The newest intact checkpoint of `out` and its state: `latest` first, then the others from
+/// the newest down; each damaged one is reported on stderr and skipped. `None` when `out` has
+/// no checkpoint; an error when it has some but none is intact.
+pub fn newest_intact(out: &Path) -> Result<Option<(PathBuf, TrainState)>> {
+    let candidates = candidates(out)?;
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let mut damaged = Vec::new();
+    for dir in candidates {
+        match verify(&dir) {
+            Ok(state) => {
+                if !damaged.is_empty() {
+                    eprintln!("using {}, the newest intact checkpoint", dir.display());
+                }
+                return Ok(Some((dir, state)));
+            }
+            Err(reason) => {
+                eprintln!(
+                    "warning: checkpoint {} is damaged ({reason}); trying an older one",
+                    dir.display()
+                );
+                damaged.push(format!("{} ({reason})", dir.display()));
+            }
+        }
+    }
+    Err(TrainError::Checkpoint {
+        path: checkpoints_dir(out),
+        reason: format!(
+            "no intact checkpoint: {}; remove the folder to start over",
+            damaged.join(", ")
+        ),
+    })
+}
+
+/// The checkpoints of `out` in the order to try them: the one `latest` names, then every
+/// other complete-looking `step-*` folder from the newest down.
+fn candidates(out: &Path) -> Result<Vec<PathBuf>> {
+    let root = checkpoints_dir(out);
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .map_err(|e| TrainError::io(&root, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    names.sort_by(|a, b| b.cmp(a));
+    if let Ok(latest) = std::fs::read_to_string(root.join(LATEST))
+        && let Some(i) = names.iter().position(|n| n == latest.trim())
+    {
+        let named = names.remove(i);
+        names.insert(0, named);
+    }
+    Ok(names.into_iter().map(|n| root.join(n)).collect())
+}
+
+/// The state of checkpoint `dir` if every file it lists is present with its recorded SHA-256,
+/// or why not. Reads every tensor file once; loads nothing.
+fn verify(dir: &Path) -> std::result::Result<TrainState, String> {
+    let bytes = std::fs::read(dir.join("state.json")).map_err(|e| format!("state.json: {e}"))?;
+    let file: StateFile = serde_json::from_slice(&bytes).map_err(|e| format!("state.json: {e}"))?;
+    if !dir.join("model.safetensors").exists() {
+        return Err("model.safetensors is missing".into());
+    }
+    for (name, expected) in &file.sha256 {
+        let actual = sha256_file(&dir.join(name)).map_err(|e| e.to_string())?;
+        if &actual != expected {
+            return Err(format!(
+                "{name}: SHA-256 {} differs from the recorded {}",
+                &actual[..12],
+                &expected[..12.min(expected.len())]
+            ));
+        }
+    }
+    Ok(file.state)
 }
 
 /// Write a checkpoint from every rank and return once it is complete, so a rank that dies
@@ -278,22 +419,9 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint `latest` points at, if any.
+/// The checkpoint to load from a finished (or running) run: its newest intact one, if any.
 pub fn latest(out: &Path) -> Result<Option<PathBuf>> {
-    let root = checkpoints_dir(out);
-    let pointer = root.join(LATEST);
-    if !pointer.exists() {
-        return Ok(None);
-    }
-    let name = std::fs::read_to_string(&pointer).map_err(|e| TrainError::io(&pointer, e))?;
-    let dir = root.join(name.trim());
-    if !dir.join("state.json").exists() {
-        return Err(TrainError::Checkpoint {
-            path: dir,
-            reason: format!("named by {} but incomplete", pointer.display()),
-        });
-    }
-    Ok(Some(dir))
+    Ok(newest_intact(out)?.map(|(dir, _)| dir))
 }
 
 /// Load a checkpoint into `params` and `optimizer`; refuses one whose config hash or parameter
@@ -310,8 +438,9 @@ pub fn restore(
     };
     let state_path = dir.join("state.json");
     let bytes = std::fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-    let state: TrainState =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("state.json: {e}")))?;
+    let state = serde_json::from_slice::<StateFile>(&bytes)
+        .map_err(|e| bad(format!("state.json: {e}")))?
+        .state;
     if state.config_hash != config_hash {
         // `train.zero` is part of the hash; name it when that is the likely difference.
         let written_sharded = dir.join(shard_file(0)).exists();

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use uqa_models::PretrainConfig;
 
 use crate::error::{Result, TrainError};
+use crate::observe::MetricsConfig;
 use crate::optim::{AdamWConfig, Schedule};
-use crate::telemetry::MetricsConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,12 +214,14 @@ pub(crate) fn sha256_hex(text: &str) -> String {
 
 impl TrainConfig {
     /// The settings that may change on resume without changing the run (step limits,
-    /// timeouts) reset, for config hashes.
+    /// timeouts, and the output folder: a run folder moved or copied elsewhere resumes) reset,
+    /// for config hashes.
     pub fn without_run_limits(&self) -> TrainConfig {
         TrainConfig {
             max_steps: 0,
             epochs: 0,
             collective_timeout_s: 0,
+            out: PathBuf::new(),
             ..self.clone()
         }
     }

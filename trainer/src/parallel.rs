@@ -14,9 +14,8 @@ use uqa_comm::{
     Backend, BootstrapOptions, Communicator, CommunicatorExt, RankEnv, ReduceOp, bootstrap,
 };
 
-use crate::config::OptimConfig;
 use crate::error::{CandleContext, Result, TrainError};
-use crate::optim::{AdamW, Grads, Params, clip_factor, with_f32};
+use crate::optim::{AdamW, Grads, Params, with_f32};
 
 /// Gradient bytes moved and time spent in one step's all-reduce.
 #[derive(Debug, Clone, Copy, Default)]
@@ -163,41 +162,8 @@ impl Replicas {
         Ok(stats)
     }
 
-    /// One optimiser step: the AdamW update, then, when its state is sharded (ZeRO-1), the
-    /// updated parameters copied from their owners to every rank. Returns the broadcast's cost.
-    /// The end of every training step: refuse a non-finite loss or gradient (naming the step),
-    /// clip by the global gradient norm, update the parameters (sharded or not) and clear the
-    /// gradients. Returns the gradient norm, the learning rate and the parameter broadcast.
-    #[allow(clippy::too_many_arguments)]
-    pub fn finish_step(
-        &mut self,
-        optimizer: &mut AdamW,
-        params: &Params,
-        grads: &mut Grads,
-        optim: &OptimConfig,
-        loss: f64,
-        step: u64,
-        total_steps: u64,
-    ) -> Result<(f64, f64, SyncStats)> {
-        if !loss.is_finite() || !grads.is_finite() {
-            return Err(TrainError::NonFiniteLoss {
-                step: step + 1,
-                value: loss,
-            });
-        }
-        let norm = grads.norm();
-        let lr = optim.schedule.lr(optim.adamw.lr, step, total_steps);
-        let bcast = self.step_optimizer(
-            optimizer,
-            params,
-            grads,
-            lr,
-            clip_factor(norm, optim.clip_norm),
-        )?;
-        grads.release();
-        Ok((norm, lr, bcast))
-    }
-
+    /// The AdamW update, then, when its state is sharded (ZeRO-1), the updated parameters
+    /// copied from their owners to every rank. Returns the broadcast's cost.
     pub fn step_optimizer(
         &mut self,
         optimizer: &mut AdamW,

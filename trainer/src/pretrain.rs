@@ -1,31 +1,26 @@
-//! Stage 1: pre-training a user-sequence encoder with next-item prediction. The loop reads top
-//! to bottom: build or resume, then for each step collate micro-batches, forward, backward,
-//! accumulate, clip, step, log; evaluate and checkpoint at their intervals.
-//!
-//! The loss of a step is the sum of per-label losses divided by the step's label count over all
-//! ranks, so micro-steps and ranks of different lengths weigh each label equally (torchtitan's
-//! normalisation), and a data-parallel run equals one process with the same global batch.
+//! Stage 1: pre-training a user-sequence encoder with next-item prediction, as a [`Stage`] of
+//! the one training loop (`engine`): a micro-batch is a collated slice of training sequences,
+//! its labels every valid position but each row's last, its loss the objective's sum; rank 0
+//! evaluates at the epochs `eval.every_epochs` names, at the last one, and where `max_steps`
+//! stops the run.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use serde_json::json;
 use uqa_data::batch::{SequenceBatch, collate};
 use uqa_data::dataset::Dataset;
-use uqa_data::sampler::SamplerState;
 use uqa_models::{GradSink, PretrainModel, seeded_var_builder};
 
-use crate::checkpoint::{self, Checkpointer, TrainState};
+use crate::checkpoint::TrainState;
 use crate::config::PretrainJob;
-use crate::error::{CandleContext, Result, TrainError};
+use crate::engine::{self, EpochEnd, Rate, Run, Stage, Units};
+use crate::error::{Result, TrainError};
 use crate::eval::{RankingMetrics, evaluate};
-use crate::metrics::MetricsLog;
-use crate::optim::{AdamW, Grads, Params, Shard};
+use crate::observe::{EvalReport, Observers, Telemetry};
+use crate::optim::Params;
 use crate::parallel::Replicas;
-use crate::plan::BatchPlan;
-use crate::telemetry::{StepRecord, Telemetry};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -35,14 +30,6 @@ pub struct PretrainOutcome {
     pub eval: Option<RankingMetrics>,
     pub checkpoint: Option<PathBuf>,
     pub resumed_from: Option<PathBuf>,
-}
-
-/// Labels in a batch: every valid position but each row's last.
-fn label_count(b: &SequenceBatch) -> usize {
-    b.lengths
-        .iter()
-        .map(|&l| (l as usize).saturating_sub(1))
-        .sum()
 }
 
 /// Run pre-training as one process, or as one rank of a launch (torchrun / Slurm variables),
@@ -60,220 +47,174 @@ pub fn pretrain_with(job: &PretrainJob, replicas: &mut Replicas) -> Result<Pretr
     pretrain_observed(job, replicas, &Telemetry::disabled())
 }
 
-/// The loop itself, reporting each step and evaluation to `telemetry`.
+/// Pre-training on given replicas, reporting to `telemetry`.
 pub fn pretrain_observed(
     job: &PretrainJob,
     replicas: &mut Replicas,
     telemetry: &Telemetry,
 ) -> Result<PretrainOutcome> {
-    let (rank, world) = (replicas.rank(), replicas.world_size());
-    replicas.check_same("config hash", &job.hash())?;
-    let out = &job.train.out;
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    let ds = Dataset::open(&job.data.dir)?;
-    let plan = BatchPlan::new(ds.train.num_rows(), rank, world, &job.train)?;
-    ds.train.advise_random();
-
-    // Same seed, same initial weights.
-    let device = Device::Cpu;
-    let varmap = VarMap::new();
-    let vb = seeded_var_builder(&varmap, job.train.seed, DType::F32, &device);
-    let mut model = PretrainModel::new(&job.model, &ds.meta.vocab, vb)?;
-    // Embedding-table gradients go straight into one buffer per table (models::grad_sink).
-    let sink = GradSink::new();
-    model.set_grad_sink(Some(sink.clone()));
-    let params = Params::from_varmap(&varmap);
-    let counts = job.model.param_count(&ds.meta.vocab);
-    let lead = rank == 0;
-    if lead {
-        eprintln!(
-            "model: {} dense parameters (paper convention, embedding tables excluded) + {} in embedding tables",
-            counts.dense, counts.embeddings
-        );
-    }
-
-    let shard = (job.train.zero == 1).then(|| Shard::new(&params, rank, world));
-    let mut optimizer = AdamW::with_shard(job.optim.adamw, &params, shard);
-    let state_bytes = replicas.gather_counts(optimizer.state_bytes() as u64)?;
-    telemetry.record_optimizer_state(optimizer.state_bytes());
-    if lead {
-        eprintln!(
-            "{}",
-            crate::optim::zero::describe(job.train.zero, &state_bytes)
-        );
-    }
-    let hash = job.hash();
-    let (mut state, resumed_from) =
-        checkpoint::resume_or_start(out, &params, &mut optimizer, &hash, world)?;
-    if let (Some(dir), true) = (&resumed_from, lead) {
-        eprintln!(
-            "resumed from {} (step {}, epoch {})",
-            dir.display(),
-            state.step,
-            state.epoch
-        );
-    }
-    // Identical start on every rank, as DDP does (the seeded initialisation already agrees;
-    // this also covers weights restored from a checkpoint).
-    replicas.broadcast_params(&params)?;
-    let config_toml = job.to_toml();
-    let checkpointer = Checkpointer {
-        out: out.clone(),
-        config_toml: config_toml.clone(),
-        keep: job.train.keep_checkpoints,
+    let mut stage = PretrainStage::new(job, replicas.rank())?;
+    let run = Run {
+        name: "pre-trained",
+        train: &job.train,
+        optim: &job.optim,
+        config_hash: job.hash(),
+        config_toml: job.to_toml(),
     };
-    let mut log = MetricsLog::for_run(lead, out, &config_toml)?;
-
-    let BatchPlan {
-        sampler,
-        per_rank,
-        micro,
-        total_steps,
-    } = plan;
-    let mut grads = Grads::released(&params);
-    let mut last_loss = f64::NAN;
-    let mut last_eval = None;
-    let mut last_checkpoint = None;
-    let started = Instant::now();
-
-    'epochs: while state.epoch < job.train.epochs {
-        let position = SamplerState {
-            epoch: state.epoch,
-            position: state.sampler_position,
-        };
-        for rows in sampler.batches(position, per_rank, false) {
-            if state.step >= total_steps {
-                break 'epochs;
-            }
-            let t0 = Instant::now();
-            let batches: Vec<SequenceBatch> = rows
-                .chunks(micro)
-                .map(|r| collate(&ds.train, r, job.data.max_len))
-                .collect();
-            ds.train.release_pages();
-            let mut totals = [batches.iter().map(label_count).sum::<usize>() as f64];
-            replicas.sum(&mut totals)?;
-            let labels = totals[0] as usize;
-            let mut loss_sum = 0.0;
-            for b in &batches {
-                let seed = job.train.seed ^ (state.step << 16) ^ b.rows[0] as u64;
-                let ls = model.loss(b, true, seed)?;
-                if ls.count != label_count(b) {
-                    return Err(TrainError::Invalid(format!(
-                        "the objective counted {} labels, the batch has {}",
-                        ls.count,
-                        label_count(b)
-                    )));
-                }
-                loss_sum += ls.sum.to_scalar::<f32>().ctx("loss value")? as f64;
-                let loss = (&ls.sum / labels.max(1) as f64).ctx("normalising the loss")?;
-                grads.add(&params, loss.backward().ctx("backward")?, Some(&sink))?;
-            }
-            grads.fill_missing(&params);
-            let sync = replicas.sum_grads(&mut grads)?;
-            let positions: usize = batches
-                .iter()
-                .map(|b| b.lengths.iter().map(|&l| l as usize).sum::<usize>())
-                .sum();
-            let mut reduced = [loss_sum, positions as f64];
-            replicas.sum(&mut reduced)?;
-            let loss = reduced[0] / labels.max(1) as f64;
-            let global_positions = reduced[1];
-            let (norm, lr, bcast) = replicas.finish_step(
-                &mut optimizer,
-                &params,
-                &mut grads,
-                &job.optim,
-                loss,
-                state.step,
-                total_steps,
-            )?;
-            state.step += 1;
-            state.sampler_position += rows.len();
-            last_loss = loss;
-
-            let step_s = t0.elapsed().as_secs_f64();
-            telemetry.record_step(&StepRecord {
-                step: state.step,
-                epoch: state.epoch,
-                loss,
-                lr,
-                grad_norm: norm,
-                seconds: step_s,
-                samples: rows.len(),
-                positions,
-                allreduce: sync,
-            });
-            if state.step % job.train.log_every == 0 || state.step == total_steps {
-                log.record(&json!({
-                    "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
-                    "grad_norm": norm, "step_seconds": step_s, "labels": labels, "world_size": world,
-                    "allreduce_seconds": sync.seconds, "allreduce_bytes": sync.bytes,
-                    "positions_per_second": global_positions / step_s,
-                    "param_broadcast_seconds": bcast.seconds, "param_broadcast_bytes": bcast.bytes,
-                    "optimizer_state_bytes": state_bytes,
-                    "elapsed_seconds": started.elapsed().as_secs_f64(),
-                }))?;
-            }
-            log.progress(
-                &format!(
-                    "epoch {}/{} step {}/{} loss {loss:.4} lr {lr:.2e} |g| {norm:.3} {:.0} pos/s",
-                    state.epoch + 1,
-                    job.train.epochs,
-                    state.step,
-                    total_steps,
-                    global_positions / step_s
-                ),
-                false,
-            );
-            if job.train.checkpoint_every > 0 && state.step % job.train.checkpoint_every == 0 {
-                last_checkpoint = checkpointer.save(replicas, &params, &optimizer, &state)?;
-            }
-        }
-        // Epoch complete (unless max_steps cut it short: then the loop above broke out).
-        state.epoch += 1;
-        state.sampler_position = 0;
-        let eval_now = job.eval.every_epochs > 0 && state.epoch % job.eval.every_epochs == 0;
-        if (eval_now || state.epoch == job.train.epochs) && lead {
-            let label = format!("epoch {}", state.epoch);
-            last_eval = Some(evaluate_and_record(
-                &model, &ds, job, &state, &mut log, telemetry, &label,
-            )?);
-        }
-        last_checkpoint = checkpointer.save(replicas, &params, &optimizer, &state)?;
-    }
-    // Stopped by train.max_steps inside an epoch: evaluate and checkpoint where it stands.
-    if state.step >= total_steps && state.sampler_position > 0 {
-        if lead {
-            last_eval = Some(evaluate_and_record(
-                &model, &ds, job, &state, &mut log, telemetry, "final",
-            )?);
-        }
-        last_checkpoint = checkpointer.save(replicas, &params, &optimizer, &state)?;
-    }
-    replicas.barrier()?;
+    let trained = engine::train(&mut stage, &run, replicas, telemetry)?;
     Ok(PretrainOutcome {
-        steps: state.step,
-        last_loss,
-        eval: last_eval,
-        checkpoint: last_checkpoint,
-        resumed_from,
+        steps: trained.steps,
+        last_loss: trained.last_loss,
+        eval: stage.last_eval,
+        checkpoint: trained.checkpoint,
+        resumed_from: trained.resumed_from,
     })
 }
 
-/// Evaluate the encoder (rank 0) and report it to the log, the terminal and Prometheus.
-fn evaluate_and_record(
-    model: &PretrainModel,
-    ds: &Dataset,
-    job: &PretrainJob,
-    state: &TrainState,
-    log: &mut MetricsLog,
-    telemetry: &Telemetry,
-    label: &str,
-) -> Result<RankingMetrics> {
-    let m = evaluate(model, ds, &job.eval, job.data.max_len, job.train.seed)?;
-    log.progress(&format!("{label} eval: {}", m.summary()), true);
-    log.record(&json!({"step": state.step, "epoch": state.epoch, "eval": m}))?;
-    telemetry.record_eval(state.epoch, &m);
-    Ok(m)
+/// The encoder, its data and what evaluation found last.
+pub struct PretrainStage<'a> {
+    job: &'a PretrainJob,
+    ds: Dataset,
+    model: PretrainModel,
+    params: Params,
+    /// Embedding-table gradients go straight into one buffer per table (models::grad_sink).
+    sink: GradSink,
+    lead: bool,
+    pub last_eval: Option<RankingMetrics>,
+}
+
+impl<'a> PretrainStage<'a> {
+    /// The model with the run's seeded initial weights (the same on every rank).
+    pub fn new(job: &'a PretrainJob, rank: usize) -> Result<Self> {
+        let ds = Dataset::open(&job.data.dir)?;
+        ds.train.advise_random();
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, job.train.seed, DType::F32, &Device::Cpu);
+        let mut model = PretrainModel::new(&job.model, &ds.meta.vocab, vb)?;
+        let sink = GradSink::new();
+        model.set_grad_sink(Some(sink.clone()));
+        let lead = rank == 0;
+        if lead {
+            let counts = job.model.param_count(&ds.meta.vocab);
+            eprintln!(
+                "model: {} dense parameters (paper convention, embedding tables excluded) + {} in embedding tables",
+                counts.dense, counts.embeddings
+            );
+        }
+        Ok(Self {
+            job,
+            ds,
+            model,
+            params: Params::from_varmap(&varmap),
+            sink,
+            lead,
+            last_eval: None,
+        })
+    }
+
+    /// Evaluate the encoder (rank 0) and report it.
+    fn evaluate(&mut self, at: &TrainState, label: &str, observers: &mut Observers) -> Result<()> {
+        let job = self.job;
+        let m = evaluate(
+            &self.model,
+            &self.ds,
+            &job.eval,
+            job.data.max_len,
+            job.train.seed,
+        )?;
+        observers.eval(&EvalReport {
+            step: at.step,
+            epoch: at.epoch,
+            label,
+            metrics: &m,
+        })?;
+        self.last_eval = Some(m);
+        Ok(())
+    }
+}
+
+/// How pre-training names its units: sequences, their positions, and the labels among them.
+pub const SEQUENCE_UNITS: Units = Units {
+    samples: "sequences",
+    inputs: "positions",
+    labels: "labels",
+    rate: Rate::Inputs("pos/s"),
+};
+
+/// Valid positions in a batch.
+pub fn position_count(b: &SequenceBatch) -> usize {
+    b.lengths.iter().map(|&l| l as usize).sum()
+}
+
+/// Labels in a batch: every valid position but each row's last.
+pub fn label_count(b: &SequenceBatch) -> usize {
+    b.lengths
+        .iter()
+        .map(|&l| (l as usize).saturating_sub(1))
+        .sum()
+}
+
+impl Stage for PretrainStage<'_> {
+    type Batch = SequenceBatch;
+
+    const UNITS: Units = SEQUENCE_UNITS;
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn rows(&self) -> usize {
+        self.ds.train.num_rows()
+    }
+
+    fn collate(&self, rows: &[usize]) -> Result<SequenceBatch> {
+        let batch = collate(&self.ds.train, rows, self.job.data.max_len);
+        self.ds.train.release_pages();
+        Ok(batch)
+    }
+
+    fn labels(&self, b: &SequenceBatch) -> usize {
+        label_count(b)
+    }
+
+    fn samples(&self, b: &SequenceBatch) -> usize {
+        b.batch_size
+    }
+
+    fn inputs(&self, b: &SequenceBatch) -> usize {
+        position_count(b)
+    }
+
+    fn loss(&self, b: &SequenceBatch, step: u64) -> Result<Tensor> {
+        let seed = self.job.train.seed ^ (step << 16) ^ b.rows[0] as u64;
+        let ls = self.model.loss(b, true, seed)?;
+        if ls.count != label_count(b) {
+            return Err(TrainError::Invalid(format!(
+                "the objective counted {} labels, the batch has {}",
+                ls.count,
+                label_count(b)
+            )));
+        }
+        Ok(ls.sum)
+    }
+
+    fn grad_sink(&self) -> Option<&GradSink> {
+        Some(&self.sink)
+    }
+
+    fn after_epoch(&mut self, at: &TrainState, end: EpochEnd, obs: &mut Observers) -> Result<()> {
+        if !self.lead {
+            return Ok(());
+        }
+        match end {
+            EpochEnd::Complete { last } => {
+                let every = self.job.eval.every_epochs;
+                if last || (every > 0 && at.epoch.is_multiple_of(every)) {
+                    self.evaluate(at, &format!("epoch {}", at.epoch), obs)?;
+                }
+            }
+            EpochEnd::Stopped => self.evaluate(at, "final", obs)?,
+        }
+        Ok(())
+    }
 }

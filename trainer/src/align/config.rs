@@ -11,7 +11,7 @@ use uqa_models::soft_prompt::Placement;
 
 use crate::config::{OptimConfig, TrainConfig, load_toml, sha256_hex};
 use crate::error::{Result, TrainError};
-use crate::telemetry::MetricsConfig;
+use crate::observe::MetricsConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

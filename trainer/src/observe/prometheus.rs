@@ -2,7 +2,7 @@
 //! format 0.0.4) on `metrics.address`, port `metrics.base_port + LOCAL_RANK`, from a small
 //! `std::net` server thread that stops when the run ends.
 //!
-//! The loop feeds one [`StepRecord`] per optimiser step (and the evaluation results), with
+//! The loop feeds one [`StepReport`] per optimiser step (and the evaluation results), with
 //! values already reduced where the loop reduces them: loss, learning rate and gradient norm are
 //! the global ones (equal on every rank); step time, throughput and all-reduce traffic are this
 //! rank's. Every series carries a `rank` label (the global rank), so `sum by ()` over ranks
@@ -50,9 +50,10 @@ use prometheus::{
 use serde::{Deserialize, Serialize};
 use uqa_comm::RankEnv;
 
+use super::{EvalReport, Observer};
+use crate::engine::StepReport;
 use crate::error::{Result, TrainError};
 use crate::eval::{HitNdcg, RankingMetrics};
-use crate::parallel::SyncStats;
 
 /// Default first port; rank with LOCAL_RANK `r` serves on `DEFAULT_BASE_PORT + r`.
 pub const DEFAULT_BASE_PORT: u16 = 9450;
@@ -95,22 +96,6 @@ impl Default for MetricsConfig {
             base_port: None,
         }
     }
-}
-
-/// What one optimiser step reports; see the module table for which values are global.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StepRecord {
-    pub step: u64,
-    pub epoch: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub seconds: f64,
-    /// Sequences this rank trained on in the step.
-    pub samples: usize,
-    /// Valid positions this rank trained on in the step.
-    pub positions: usize,
-    pub allreduce: SyncStats,
 }
 
 /// A run's metrics sink: an endpoint with its registry, or nothing (disabled, in-process
@@ -190,7 +175,7 @@ impl Telemetry {
         self.active.as_ref().map(|(_, s)| s.local_addr())
     }
 
-    pub fn record_step(&self, r: &StepRecord) {
+    pub fn record_step(&self, r: &StepReport) {
         if let Some((m, _)) = &self.active {
             m.record_step(r);
         }
@@ -207,6 +192,18 @@ impl Telemetry {
         if let Some((t, _)) = &self.active {
             t.record_eval(epoch, m);
         }
+    }
+}
+
+impl Observer for &Telemetry {
+    fn step(&mut self, r: &StepReport) -> Result<()> {
+        self.record_step(r);
+        Ok(())
+    }
+
+    fn eval(&mut self, r: &EvalReport) -> Result<()> {
+        self.record_eval(r.epoch, r.metrics);
+        Ok(())
     }
 }
 
@@ -352,7 +349,7 @@ impl TrainMetrics {
         })
     }
 
-    pub fn record_step(&self, r: &StepRecord) {
+    pub fn record_step(&self, r: &StepReport) {
         self.step.set(r.step as f64);
         self.epoch.set(r.epoch as f64);
         self.loss.set(r.loss);
@@ -361,11 +358,10 @@ impl TrainMetrics {
         self.step_seconds.observe(r.seconds);
         if r.seconds > 0.0 {
             self.samples_per_second.set(r.samples as f64 / r.seconds);
-            self.positions_per_second
-                .set(r.positions as f64 / r.seconds);
+            self.positions_per_second.set(r.inputs as f64 / r.seconds);
         }
         self.samples.inc_by(r.samples as u64);
-        self.positions.inc_by(r.positions as u64);
+        self.positions.inc_by(r.inputs as u64);
         self.allreduce_seconds.inc_by(r.allreduce.seconds.max(0.0));
         self.allreduce_bytes.inc_by(r.allreduce.bytes as u64);
     }
@@ -643,8 +639,8 @@ mod tests {
         )
     }
 
-    fn step(n: u64) -> StepRecord {
-        StepRecord {
+    fn step(n: u64) -> StepReport {
+        StepReport {
             step: n,
             epoch: 1,
             loss: 2.5,
@@ -652,11 +648,12 @@ mod tests {
             grad_norm: 0.75,
             seconds: 0.5,
             samples: 16,
-            positions: 400,
-            allreduce: SyncStats {
+            inputs: 400,
+            allreduce: crate::parallel::SyncStats {
                 bytes: 1000,
                 seconds: 0.125,
             },
+            ..StepReport::default()
         }
     }
 
