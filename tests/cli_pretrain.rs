@@ -95,6 +95,16 @@ fn loss_falls_and_the_encoder_beats_chance() {
     let hr10 = eval["eval"]["sampled"]["10"]["hr"].as_f64().unwrap();
     assert!(hr10 > 0.3, "HR@10 {hr10}");
     assert!(out.join("config.toml").exists());
+    // What the run resolved at start: the world, the batch split, absolute paths.
+    let resolved: toml::Table =
+        toml::from_str(&std::fs::read_to_string(out.join("resolved.toml")).unwrap()).unwrap();
+    let r = &resolved["resolved"];
+    assert_eq!(r["world_size"].as_integer(), Some(1));
+    assert_eq!(r["device"].as_str(), Some("cpu"));
+    assert_eq!(r["micro_batch"].as_integer(), Some(32));
+    assert!(r["total_steps"].as_integer().unwrap() > 0);
+    let data_dir = resolved["paths"]["data.dir"].as_str().unwrap();
+    assert!(Path::new(data_dir).is_absolute(), "{data_dir}");
 }
 
 #[test]
@@ -179,6 +189,13 @@ fn bad_configs_name_the_key() {
         ("model.encoder.heads=3", "heads"),
         ("train.batch_size=0", "train.batch_size"),
         ("train.epoch=3", "epoch"),
+        // Cross-field: SASRec has 50 learned positions.
+        (
+            "data.max_len=80",
+            "`data.max_len`: 80 exceeds model.encoder.max_len = 50",
+        ),
+        ("runtime.device=\"tpu\"", "runtime.device"),
+        ("runtime.device=\"cuda\"", "no CUDA support"),
     ] {
         let o = pretrain(&data, &out, &[set]);
         assert!(!o.status.success(), "{set}");

@@ -28,6 +28,13 @@ pub const UQA_STORE_HOSTED: &str = "UQA_STORE_HOSTED";
 /// Set by torchrun when its agent hosts a (torch-protocol) store on MASTER_PORT.
 pub const TORCHELASTIC_USE_AGENT_STORE: &str = "TORCHELASTIC_USE_AGENT_STORE";
 
+/// Open MPI's view of a process started by `mpirun`.
+pub const OMPI_RANK: &str = "OMPI_COMM_WORLD_RANK";
+pub const OMPI_SIZE: &str = "OMPI_COMM_WORLD_SIZE";
+pub const OMPI_LOCAL_RANK: &str = "OMPI_COMM_WORLD_LOCAL_RANK";
+pub const OMPI_LOCAL_SIZE: &str = "OMPI_COMM_WORLD_LOCAL_SIZE";
+pub const OMPI_NODE_RANK: &str = "OMPI_COMM_WORLD_NODE_RANK";
+
 /// Slurm assigns no port; jobs derive one from the job id in this range so that concurrent jobs
 /// sharing a node rarely collide (MASTER_PORT overrides).
 pub const SLURM_PORT_BASE: u16 = 20000;
@@ -43,6 +50,8 @@ pub enum LaunchSource {
     Torchrun,
     /// An `srun` task without a launcher.
     Slurm,
+    /// A process started by Open MPI's `mpirun` (its `OMPI_COMM_WORLD_*` variables).
+    Mpirun,
     /// No launcher: one process.
     Single,
 }
@@ -101,6 +110,10 @@ impl RankEnv {
         let env = Lookup(&get);
         if env.has(RANK) || env.has(WORLD_SIZE) {
             Self::torchrun(&env)
+        } else if env.has(OMPI_RANK) {
+            // Before Slurm's: under mpirun inside an allocation, SLURM_* describe mpirun's
+            // daemons, not the ranks.
+            Self::mpirun(&env)
         } else if env.has("SLURM_PROCID") && (env.has("SLURM_STEP_ID") || env.has("SLURM_STEPID")) {
             // Only inside an srun step: the batch script itself also sees SLURM_PROCID=0 and
             // SLURM_NTASKS=<allocation>, but it is one process, not rank 0 of many.
@@ -164,6 +177,32 @@ impl RankEnv {
             store_port,
             hosts_store: rank == 0 && !launcher_store,
             source: LaunchSource::Torchrun,
+        };
+        out.validate()?;
+        Ok(out)
+    }
+
+    fn mpirun(env: &Lookup) -> Result<Self> {
+        const CTX: &str = "mpirun launch: OMPI_COMM_WORLD_RANK is set";
+        let rank = env.required_usize(OMPI_RANK, CTX)?;
+        let world_size = env.required_usize(OMPI_SIZE, CTX)?;
+        let local_world_size = env.usize_or(OMPI_LOCAL_SIZE, world_size)?;
+        let local_rank = env.usize_or(OMPI_LOCAL_RANK, rank % local_world_size.max(1))?;
+        let master_addr = env.get(MASTER_ADDR).unwrap_or_else(|| DEFAULT_ADDR.into());
+        let master_port = env.port(MASTER_PORT)?.unwrap_or(DEFAULT_PORT);
+        let out = Self {
+            rank,
+            local_rank,
+            world_size,
+            local_world_size,
+            group_rank: env.usize_or(OMPI_NODE_RANK, rank / local_world_size.max(1))?,
+            job_token: job_token(env, &master_addr, master_port, world_size),
+            master_addr,
+            master_port,
+            restart_count: restart_count(env, None)?,
+            store_port: master_port,
+            hosts_store: rank == 0,
+            source: LaunchSource::Mpirun,
         };
         out.validate()?;
         Ok(out)
@@ -337,7 +376,13 @@ fn job_token(env: &Lookup, addr: &str, port: u16, world: usize) -> String {
         return t;
     }
     let mut material = format!("{addr}:{port}/{world}");
-    for var in ["SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID"] {
+    for var in [
+        "SLURM_JOB_ID",
+        "SLURM_STEP_ID",
+        "TORCHELASTIC_RUN_ID",
+        "OMPI_MCA_ess_base_jobid",
+        "PMIX_NAMESPACE",
+    ] {
         material.push('/');
         material.push_str(&env.get(var).unwrap_or_default());
     }
@@ -571,6 +616,38 @@ mod tests {
         .unwrap();
         assert_eq!(e0.job_token, e.job_token);
         assert!(e0.hosts_store);
+    }
+
+    #[test]
+    fn reads_mpirun_variables_before_slurms() {
+        // mpirun inside a Slurm allocation: the SLURM_* variables describe its daemons.
+        let e = env(&[
+            ("OMPI_COMM_WORLD_RANK", "3"),
+            ("OMPI_COMM_WORLD_SIZE", "4"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+            ("OMPI_COMM_WORLD_NODE_RANK", "1"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_NTASKS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                e.rank,
+                e.local_rank,
+                e.world_size,
+                e.local_world_size,
+                e.group_rank
+            ),
+            (3, 1, 4, 2, 1)
+        );
+        assert_eq!(e.source, LaunchSource::Mpirun);
+        assert!(!e.hosts_store);
+        let err = env(&[("OMPI_COMM_WORLD_RANK", "4"), ("OMPI_COMM_WORLD_SIZE", "4")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rank 4 is not below world size 4"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,19 @@ pub enum CommError {
         context: &'static str,
     },
 
+    /// A runtime setting this build or machine cannot honour (`runtime.device = "cuda"` on a
+    /// CPU-only build, say).
+    #[error("{setting} = {value:?}: {reason}")]
+    Setting {
+        setting: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    /// The ranks disagree on something they must share (the config hash).
+    #[error("{0}")]
+    RanksDisagree(String),
+
     /// The launch variables are individually valid but inconsistent.
     #[error("inconsistent launch environment: {0}")]
     EnvInconsistent(String),

@@ -32,6 +32,8 @@ pub mod mpi;
 #[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
 pub mod nccl;
 pub mod nodelist;
+pub mod replicas;
+pub mod runtime;
 mod stall;
 pub mod store;
 pub mod tcp;
@@ -47,6 +49,8 @@ pub use local::LocalComm;
 pub use mpi::MpiComm;
 #[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
 pub use nccl::NcclComm;
+pub use replicas::{DEFAULT_BUCKET_MB, Replicas, SyncStats};
+pub use runtime::{DeviceKind, DeviceRequest, Runtime, UQA_COMM_BACKEND};
 pub use store::{Store, StoreServer};
 pub use tcp::TcpComm;
 pub use wire::{MAX_FRAME, MAX_KEY};

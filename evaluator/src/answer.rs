@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use uqa_comm::{Replicas, Runtime};
 use uqa_data::atomic::write_atomic;
 use uqa_data::batch::collate;
 use uqa_models::llm::GenerateConfig;
 use uqa_models::llm::chat::EncodedChat;
 use uqa_trainer::align::{PromptConfig, Render, load_aligned, load_questions};
-use uqa_trainer::parallel::Replicas;
 
 use crate::error::{EvalError, Result};
 use crate::qa::Lang;
@@ -101,9 +101,10 @@ struct Answer {
     generated: usize,
 }
 
-/// Evaluation in this process (one rank of a launch, or alone). Returns the scores on rank 0.
-pub fn evaluate(job: &EvalJob) -> Result<Option<EvalOutcome>> {
-    let mut replicas = Replicas::from_env(25.0, job.collective_timeout)?;
+/// Evaluation in this process (one rank of the launch `runtime` describes, or alone). Returns
+/// the scores on rank 0.
+pub fn evaluate(job: &EvalJob, runtime: &Runtime) -> Result<Option<EvalOutcome>> {
+    let mut replicas = Replicas::connect(runtime, job.collective_timeout)?;
     evaluate_with(job, &mut replicas)
 }
 

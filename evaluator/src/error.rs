@@ -9,6 +9,9 @@ pub enum EvalError {
     #[error(transparent)]
     Data(#[from] uqa_data::DataError),
 
+    #[error(transparent)]
+    Comm(#[from] uqa_comm::CommError),
+
     /// Boxed: the trainer's error is large and most evaluator paths never produce it.
     #[error(transparent)]
     Train(Box<uqa_trainer::TrainError>),

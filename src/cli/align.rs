@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use uqa_trainer::{AlignJob, align};
 
-use super::CliResult;
+use super::{CliResult, with_device};
 
 #[derive(Debug, Args)]
 pub struct AlignArgs {
@@ -17,10 +17,14 @@ pub struct AlignArgs {
     /// Override a config value, e.g. `--set strategy.kind="lora" --set train.epochs=1`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Device: auto (cuda:LOCAL_RANK when the build has CUDA and a GPU is visible), cpu or
+    /// cuda; the same as `--set runtime.device=...`.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 pub fn run(a: AlignArgs) -> CliResult {
-    let job = AlignJob::load(&a.config, &a.overrides)?;
+    let job = AlignJob::load(&a.config, &with_device(a.overrides, a.device))?;
     let outcome = align(&job)?;
     println!(
         "alignment finished: {} steps, loss {:.4} -> {:.4}, {} trainable parameters",

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use uqa_comm::{DeviceRequest, Runtime};
 use uqa_evaluator::answer::{EvalJob, EvalOutcome, evaluate};
 use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
 
@@ -38,6 +39,9 @@ pub struct EvalArgs {
     /// files from `uqa qa-gen --ctr-users`) and report AUC, log loss and accuracy.
     #[arg(long)]
     ctr: bool,
+    /// Device: auto (cuda:LOCAL_RANK when the build has CUDA and a GPU is visible), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: DeviceRequest,
     /// Deadline of the final gather, in seconds.
     #[arg(long, default_value_t = 1800)]
     collective_timeout_s: u64,
@@ -55,7 +59,8 @@ pub fn run(a: EvalArgs) -> CliResult {
         collective_timeout: Duration::from_secs(a.collective_timeout_s),
         ctr: a.ctr,
     };
-    match evaluate(&job)? {
+    let runtime = Runtime::from_env(a.device)?;
+    match evaluate(&job, &runtime)? {
         None => {}
         Some(EvalOutcome::Ctr {
             metrics,

@@ -86,3 +86,11 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Bench(cmd) => bench::run(cmd),
     }
 }
+
+/// `--device X` as the config override it stands for (`runtime.device="X"`), after the others.
+fn with_device(mut overrides: Vec<String>, device: Option<String>) -> Vec<String> {
+    if let Some(d) = device {
+        overrides.push(format!("runtime.device=\"{d}\""));
+    }
+    overrides
+}

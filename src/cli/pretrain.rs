@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use uqa_trainer::{PretrainJob, pretrain};
 
-use super::CliResult;
+use super::{CliResult, with_device};
 
 #[derive(Debug, Args)]
 pub struct PretrainArgs {
@@ -16,10 +16,14 @@ pub struct PretrainArgs {
     /// Override a config value, e.g. `--set optim.lr=1e-3 --set train.epochs=1`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Device: auto (cuda:LOCAL_RANK when the build has CUDA and a GPU is visible), cpu or
+    /// cuda; the same as `--set runtime.device=...`.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 pub fn run(a: PretrainArgs) -> CliResult {
-    let job = PretrainJob::load(&a.config, &a.overrides)?;
+    let job = PretrainJob::load(&a.config, &with_device(a.overrides, a.device))?;
     let outcome = pretrain(&job)?;
     println!(
         "pre-training finished: {} steps, last loss {:.4}",

@@ -239,6 +239,8 @@ pub fn resume_or_start(
         };
         return Ok((fresh, None));
     };
+    // The config first: its error names the likelier mistake (e.g. `train.zero`).
+    let s = restore(&dir, params, optimizer, config_hash)?;
     if state.world_size != world_size {
         return Err(TrainError::Checkpoint {
             path: dir,
@@ -248,7 +250,6 @@ pub fn resume_or_start(
             ),
         });
     }
-    let s = restore(&dir, params, optimizer, config_hash)?;
     Ok((s, Some(dir)))
 }
 

@@ -7,11 +7,44 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use uqa_comm::DeviceRequest;
 use uqa_models::PretrainConfig;
 
 use crate::error::{Result, TrainError};
 use crate::observe::MetricsConfig;
 use crate::optim::{AdamWConfig, Schedule};
+
+/// The `[runtime]` section: the device (`auto`, `cpu`, `cuda`); `--device` sets it too. Not
+/// part of the config hash: a run may resume on another device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    #[serde(default = "auto")]
+    pub device: String,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { device: auto() }
+    }
+}
+
+impl RuntimeConfig {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The device asked for; an unknown name is an error naming `runtime.device` and the file.
+    pub fn device(&self, path: &Path) -> Result<DeviceRequest> {
+        self.device
+            .parse()
+            .map_err(|reason: String| TrainError::config(path, "runtime.device", reason))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,6 +190,8 @@ pub struct PretrainJob {
     /// Where each rank serves Prometheus metrics; absent: loopback, default port.
     #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
     pub metrics: MetricsConfig,
+    #[serde(default, skip_serializing_if = "RuntimeConfig::is_default")]
+    pub runtime: RuntimeConfig,
 }
 
 impl PretrainJob {
@@ -185,6 +220,19 @@ impl PretrainJob {
             .validate()
             .map_err(|r| TrainError::config(path, "optim", r))?;
         self.model.validate()?;
+        self.runtime.device(path)?;
+        if let Some(positions) = self.model.encoder.max_positions()
+            && self.data.max_len > positions
+        {
+            return Err(TrainError::config(
+                path,
+                "data.max_len",
+                format!(
+                    "{} exceeds model.encoder.max_len = {positions}, the positions the encoder has",
+                    self.data.max_len
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -200,6 +248,7 @@ impl PretrainJob {
         c.train = c.train.without_run_limits();
         // The default endpoint is not serialised: hashes equal those from before `[metrics]`.
         c.metrics = MetricsConfig::default();
+        c.runtime = RuntimeConfig::default();
         sha256_hex(&c.to_toml())
     }
 }

@@ -13,7 +13,8 @@ pub struct BatchPlan {
     pub per_rank: usize,
     /// Rows per micro-step (`per_rank / grad_accum`).
     pub micro: usize,
-    /// Optimiser steps of the whole run (`max_steps` when set and smaller).
+    /// Optimiser steps per epoch, and of the whole run (`max_steps` when set and smaller).
+    pub steps_per_epoch: u64,
     pub total_steps: u64,
 }
 
@@ -47,6 +48,7 @@ impl BatchPlan {
             sampler,
             per_rank,
             micro: per_rank / train.grad_accum,
+            steps_per_epoch,
             total_steps,
         })
     }

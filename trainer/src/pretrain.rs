@@ -4,11 +4,11 @@
 //! evaluates at the epochs `eval.every_epochs` names, at the last one, and where `max_steps`
 //! stops the run.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use uqa_comm::Runtime;
 use uqa_data::batch::{SequenceBatch, collate};
 use uqa_data::dataset::Dataset;
 use uqa_models::{GradSink, PretrainModel, seeded_var_builder};
@@ -35,21 +35,20 @@ pub struct PretrainOutcome {
 /// Run pre-training as one process, or as one rank of a launch (torchrun / Slurm variables),
 /// serving Prometheus metrics (`[metrics]`) until it ends.
 pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
-    // The endpoint starts first: a busy port fails this rank before the rendezvous.
-    let telemetry = Telemetry::start(&job.metrics, &uqa_comm::RankEnv::from_env()?)?;
-    let timeout = Duration::from_secs(job.train.collective_timeout_s);
-    let mut replicas = Replicas::from_env(job.train.bucket_mb, timeout)?;
-    pretrain_observed(job, &mut replicas, &telemetry)
+    let device = job.runtime.device(Path::new("runtime"))?;
+    let (runtime, telemetry, mut replicas) = engine::launch(device, &job.metrics, &job.train)?;
+    pretrain_observed(job, &runtime, &mut replicas, &telemetry)
 }
 
 /// Pre-training on given replicas (in-process ranks in tests), without a metrics endpoint.
 pub fn pretrain_with(job: &PretrainJob, replicas: &mut Replicas) -> Result<PretrainOutcome> {
-    pretrain_observed(job, replicas, &Telemetry::disabled())
+    pretrain_observed(job, &Runtime::single(), replicas, &Telemetry::disabled())
 }
 
 /// Pre-training on given replicas, reporting to `telemetry`.
 pub fn pretrain_observed(
     job: &PretrainJob,
+    runtime: &Runtime,
     replicas: &mut Replicas,
     telemetry: &Telemetry,
 ) -> Result<PretrainOutcome> {
@@ -60,6 +59,11 @@ pub fn pretrain_observed(
         optim: &job.optim,
         config_hash: job.hash(),
         config_toml: job.to_toml(),
+        runtime,
+        paths: vec![
+            ("data.dir", job.data.dir.clone()),
+            ("train.out", job.train.out.clone()),
+        ],
     };
     let trained = engine::train(&mut stage, &run, replicas, telemetry)?;
     Ok(PretrainOutcome {

@@ -77,6 +77,18 @@ impl EncoderConfig {
         }
     }
 
+    /// The longest sequence the encoder can read (learned absolute positions in SASRec, HSTU's
+    /// relative-position buckets); `None` when any length works.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            EncoderConfig::Sasrec(c) => Some(c.max_len),
+            EncoderConfig::Hstu(c) => Some(c.max_len),
+            EncoderConfig::Trmpp(_) | EncoderConfig::Gru4rec(_) | EncoderConfig::Mamba4rec(_) => {
+                None
+            }
+        }
+    }
+
     /// Parameters of the encoder alone, from the config (nothing is allocated).
     pub fn param_count(&self) -> usize {
         match self {

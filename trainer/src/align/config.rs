@@ -9,7 +9,7 @@ use uqa_models::adapter::AdapterConfig;
 use uqa_models::llm::{LlmConfig, LoraConfig};
 use uqa_models::soft_prompt::Placement;
 
-use crate::config::{OptimConfig, TrainConfig, load_toml, sha256_hex};
+use crate::config::{OptimConfig, RuntimeConfig, TrainConfig, load_toml, sha256_hex};
 use crate::error::{Result, TrainError};
 use crate::observe::MetricsConfig;
 
@@ -193,6 +193,8 @@ pub struct AlignJob {
     pub train: TrainConfig,
     #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
     pub metrics: MetricsConfig,
+    #[serde(default, skip_serializing_if = "RuntimeConfig::is_default")]
+    pub runtime: RuntimeConfig,
 }
 
 impl AlignJob {
@@ -205,6 +207,7 @@ impl AlignJob {
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |key: &str, reason: &str| Err(TrainError::config(path, key, reason));
         self.train.validate(path)?;
+        self.runtime.device(path)?;
         if self.data.max_len == 0 {
             return bad("data.max_len", "must be positive");
         }
@@ -248,6 +251,7 @@ impl AlignJob {
         let mut c = self.clone();
         c.train = c.train.without_run_limits();
         c.metrics = MetricsConfig::default();
+        c.runtime = RuntimeConfig::default();
         sha256_hex(&c.to_toml())
     }
 }

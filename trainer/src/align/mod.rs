@@ -8,9 +8,9 @@ pub mod model;
 pub mod questions;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use candle_core::{Device, Tensor};
+use uqa_comm::Runtime;
 use uqa_data::batch::{SequenceBatch, collate};
 use uqa_data::catalog::ItemCatalog;
 use uqa_data::dataset::Dataset;
@@ -44,15 +44,14 @@ pub struct AlignOutcome {
 
 /// Alignment as one process or one rank of a launch, serving Prometheus metrics.
 pub fn align(job: &AlignJob) -> Result<AlignOutcome> {
-    let telemetry = Telemetry::start(&job.metrics, &uqa_comm::RankEnv::from_env()?)?;
-    let timeout = Duration::from_secs(job.train.collective_timeout_s);
-    let mut replicas = Replicas::from_env(job.train.bucket_mb, timeout)?;
-    align_observed(job, &mut replicas, &telemetry)
+    let device = job.runtime.device(Path::new("runtime"))?;
+    let (runtime, telemetry, mut replicas) = engine::launch(device, &job.metrics, &job.train)?;
+    align_observed(job, &runtime, &mut replicas, &telemetry)
 }
 
 /// Alignment on given replicas (in-process ranks in tests), without a metrics endpoint.
 pub fn align_with(job: &AlignJob, replicas: &mut Replicas) -> Result<AlignOutcome> {
-    align_observed(job, replicas, &Telemetry::disabled())
+    align_observed(job, &Runtime::single(), replicas, &Telemetry::disabled())
 }
 
 /// The text-history settings of a job with a text prompt (`None` for soft prompts).
@@ -125,6 +124,7 @@ fn target_count(chat: &EncodedChat) -> usize {
 /// Alignment on given replicas, reporting to `telemetry`.
 pub fn align_observed(
     job: &AlignJob,
+    runtime: &Runtime,
     replicas: &mut Replicas,
     telemetry: &Telemetry,
 ) -> Result<AlignOutcome> {
@@ -135,6 +135,12 @@ pub fn align_observed(
         optim: &job.optim,
         config_hash: job.hash(),
         config_toml: job.to_toml(),
+        runtime,
+        paths: vec![
+            ("data.dataset", job.data.dataset.clone()),
+            ("data.qa_dir", job.data.qa_dir.clone()),
+            ("train.out", job.train.out.clone()),
+        ],
     };
     let trained = engine::train(&mut stage, &run, replicas, telemetry)?;
     Ok(AlignOutcome {

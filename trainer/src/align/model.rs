@@ -91,9 +91,25 @@ fn load_gguf(path: &Path) -> Result<LlmParts> {
     })
 }
 
-/// The frozen encoder of a pre-training run (`untrained`: its initial weights).
-fn load_encoder(run: &Path, untrained: bool, dataset: &Dataset) -> Result<PretrainModel> {
-    let job = PretrainJob::load(&run.join("config.toml"), &[])?;
+/// The frozen encoder of a pre-training run (`untrained`: its initial weights), which must read
+/// sequences of `max_len` positions (the alignment's `data.max_len`).
+fn load_encoder(
+    run: &Path,
+    untrained: bool,
+    dataset: &Dataset,
+    max_len: usize,
+) -> Result<PretrainModel> {
+    let config = run.join("config.toml");
+    let job = PretrainJob::load(&config, &[])?;
+    if let Some(positions) = job.model.encoder.max_positions()
+        && max_len > positions
+    {
+        return Err(TrainError::Invalid(format!(
+            "data.max_len = {max_len} exceeds the encoder's model.encoder.max_len = {positions} \
+             ({}): lower data.max_len",
+            config.display()
+        )));
+    }
     let dev = Device::Cpu;
     if untrained {
         let map = VarMap::new();
@@ -161,7 +177,7 @@ pub fn build(job: &AlignJob, dataset: &Dataset) -> Result<AlignModel> {
             adapter,
             placement,
         } => {
-            let enc = load_encoder(encoder, *untrained, dataset)?;
+            let enc = load_encoder(encoder, *untrained, dataset, job.data.max_len)?;
             let width = enc.config().encoder.width();
             let adapter =
                 Adapter::new(adapter, width, parts.config.hidden_size, tvb.pp("adapter"))?;

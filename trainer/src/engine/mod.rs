@@ -8,15 +8,18 @@ pub use stage::{EpochEnd, Rate, Stage, Units};
 pub use step::{Accumulated, Optimization, StepReport, accumulate, train_step, update};
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use uqa_comm::{DeviceRequest, Runtime};
 
 use uqa_data::sampler::SamplerState;
 
 use crate::checkpoint::{self, Checkpointer, TrainState};
 use crate::config::{OptimConfig, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::observe::{Finished, Observers, Progress, RunLog, Telemetry};
+use crate::observe::{Finished, MetricsConfig, Observers, Progress, RunLog, Telemetry};
 use crate::optim::{Shard, zero};
-use crate::parallel::Replicas;
+use crate::parallel::{DataParallel, Replicas};
 use crate::plan::BatchPlan;
 
 /// One run of a stage: its settings, and the resolved config it saves and is identified by.
@@ -27,6 +30,28 @@ pub struct Run<'a> {
     pub optim: &'a OptimConfig,
     pub config_hash: String,
     pub config_toml: String,
+    /// Where this process runs (backend and device; the world size is the replicas').
+    pub runtime: &'a Runtime,
+    /// The job's paths by field (`data.dir`), saved absolute in `resolved.toml`.
+    pub paths: Vec<(&'static str, PathBuf)>,
+}
+
+/// This process's runtime (rank, backend, device: resolved once, printed by rank 0), its
+/// Prometheus endpoint and its replicas. The endpoint starts before the rendezvous, so a busy
+/// port fails this rank before the others wait for it.
+pub fn launch(
+    device: DeviceRequest,
+    metrics: &MetricsConfig,
+    train: &TrainConfig,
+) -> Result<(Runtime, Telemetry, Replicas)> {
+    let runtime = Runtime::from_env(device)?;
+    if runtime.env.rank == 0 {
+        eprintln!("runtime: {}", runtime.describe());
+    }
+    let telemetry = Telemetry::start(metrics, &runtime.env)?;
+    let timeout = Duration::from_secs(train.collective_timeout_s);
+    let replicas = Replicas::connect(&runtime, timeout)?.with_bucket_mb(train.bucket_mb);
+    Ok((runtime, telemetry, replicas))
 }
 
 /// What a finished run reports.
@@ -52,6 +77,9 @@ pub fn train<S: Stage>(
     let out = &run.train.out;
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     let plan = BatchPlan::new(stage.rows(), rank, world, run.train)?;
+    if rank == 0 {
+        write_resolved(run, &plan, world)?;
+    }
     let (mut opt, state_bytes) = optimization(stage, run, replicas, telemetry)?;
     let (mut state, resumed_from) = resume(run, &mut opt, replicas)?;
     let checkpointer = Checkpointer::new(run.train, &run.config_toml);
@@ -117,6 +145,37 @@ pub fn train<S: Stage>(
         checkpoint: saved,
         resumed_from,
     })
+}
+
+/// `OUT/resolved.toml`: what this run resolved at start (world size, backend, device, the
+/// batch split, step counts, absolute paths) above the job's config.
+fn write_resolved(run: &Run, plan: &BatchPlan, world: usize) -> Result<()> {
+    let t = run.train;
+    let mut paths = toml::Table::new();
+    for (field, path) in &run.paths {
+        let abs = std::path::absolute(path).map_err(|e| TrainError::io(path, e))?;
+        paths.insert(field.to_string(), abs.display().to_string().into());
+    }
+    let mut resolved = toml::Table::new();
+    let mut put = |k: &str, v: toml::Value| resolved.insert(k.into(), v);
+    put("world_size", (world as i64).into());
+    put("backend", run.runtime.backend.to_string().into());
+    put("device", run.runtime.device.to_string().into());
+    put("global_batch", (t.batch_size as i64).into());
+    put("per_rank_batch", (plan.per_rank as i64).into());
+    put("micro_batch", (plan.micro as i64).into());
+    put("grad_accum", (t.grad_accum as i64).into());
+    put("steps_per_epoch", (plan.steps_per_epoch as i64).into());
+    put("total_steps", (plan.total_steps as i64).into());
+    let mut doc = toml::Table::new();
+    doc.insert("resolved".into(), resolved.into());
+    doc.insert("paths".into(), paths.into());
+    let text = format!(
+        "# Resolved at start by rank 0; the job itself is config.toml.\n{}",
+        toml::to_string(&doc).map_err(|e| TrainError::Invalid(e.to_string()))?
+    );
+    uqa_data::atomic::write_atomic(t.out.join("resolved.toml"), text.as_bytes())?;
+    Ok(())
 }
 
 /// The run's latest intact checkpoint restored into `opt` (or a fresh start), then rank 0's

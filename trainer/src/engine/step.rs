@@ -15,7 +15,7 @@ use super::stage::Stage;
 use crate::config::OptimConfig;
 use crate::error::{CandleContext, Result, TrainError};
 use crate::optim::{AdamW, Grads, Params, Shard, clip_factor};
-use crate::parallel::{Replicas, SyncStats};
+use crate::parallel::{DataParallel, Replicas, SyncStats};
 
 /// The parameters and what updates them: the optimiser, its settings and the gradient buffers.
 pub struct Optimization {
