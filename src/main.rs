@@ -4,8 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-
-mod cli;
+use uqa::cli;
 
 /// Keep freed memory in the process instead of returning it to the kernel. Training allocates
 /// and frees the same large tensors every step; glibc by default serves blocks over 32 MB with

@@ -1,5 +1,8 @@
 //! `uqa bench` refuses bad numbers with an error naming the flag, instead of panicking or
-//! looping forever (a sampler whose shard is smaller than one batch never yields a batch).
+//! looping forever (a sampler whose shard is smaller than one batch never yields a batch, and
+//! one with more ranks than rows pads every shard up to the world size). Zero and other values
+//! out of a flag's range are clap's errors ("invalid value '0' for '--batch <BATCH>'"); every
+//! numeric flag of every subcommand is covered by tests/cli_bad_numbers.rs.
 
 mod common;
 
@@ -35,12 +38,30 @@ fn bench_flags_with_bad_numbers_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_data(dir.path());
     let data = data.to_str().unwrap();
-    let cases: [(&[&str], &str); 7] = [
-        (&["bench", "sampler", data, "--batch", "0"], "--batch 0"),
-        (&["bench", "sampler", data, "--batches", "0"], "--batches 0"),
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["bench", "sampler", data, "--batch", "0"],
+            "'0' for '--batch ",
+        ),
+        (
+            &["bench", "sampler", data, "--batches", "0"],
+            "'0' for '--batches ",
+        ),
         (
             &["bench", "sampler", data, "--world-size", "0"],
-            "--world-size 0",
+            "'0' for '--world-size ",
+        ),
+        (
+            &[
+                "bench",
+                "sampler",
+                data,
+                "--batch",
+                "1",
+                "--world-size",
+                "100000",
+            ],
+            "--world-size 100000: more ranks than",
         ),
         (
             &["bench", "sampler", data, "--rank", "2", "--world-size", "2"],
@@ -51,7 +72,7 @@ fn bench_flags_with_bad_numbers_are_clear_errors() {
             "fewer than --batch",
         ),
         (&["bench", "sampler", data, "--batch=-1"], "--batch"),
-        (&["bench", "generate", "--batch", "0"], "--batch 0"),
+        (&["bench", "generate", "--batch", "0"], "'0' for '--batch "),
     ];
     for (args, want) in cases {
         let (ok, text) = uqa_bounded(args);

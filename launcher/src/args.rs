@@ -8,17 +8,29 @@ use clap::Parser;
 
 use crate::error::{LaunchError, Result};
 
+/// Most ranks per node: more than any node's accelerators or cores, and a bound on how many
+/// processes a typo can start.
+pub const MAX_NPROC_PER_NODE: usize = 4096;
+
+/// Most nodes: keeps every rank number (node rank x ranks per node) far from overflowing.
+pub const MAX_NNODES: usize = 65_536;
+
+/// Longest --grace-period, in seconds (a day): a longer wait is a typo, and a huge one does not
+/// fit in a `Duration`.
+pub const MAX_GRACE_PERIOD_S: f64 = 86_400.0;
+
 /// Start one process per rank, torchrun-style.
 ///
 /// Example: `uqa-launch --standalone --nproc-per-node 4 -- uqa pretrain --config c.toml`
 #[derive(Debug, Clone, Parser)]
 #[command(name = "uqa-launch", version)]
 pub struct Args {
-    /// Processes on this node: a number, or `cpu`/`auto` for one per CPU.
+    /// Processes on this node: a number (1 to 4096), or `cpu`/`auto` for one per CPU.
     #[arg(long = "nproc-per-node", alias = "nproc_per_node", default_value = "1")]
     pub nproc_per_node: String,
 
-    /// Number of nodes (`N`, or torchrun's `N:N`; elastic ranges are not supported).
+    /// Number of nodes (`N` up to 65,536, or torchrun's `N:N`; elastic ranges are not
+    /// supported).
     #[arg(long, default_value = "1")]
     pub nnodes: String,
 
@@ -47,7 +59,7 @@ pub struct Args {
     #[arg(long = "max-restarts", alias = "max_restarts", default_value_t = 0)]
     pub max_restarts: u32,
 
-    /// Seconds between SIGTERM and SIGKILL when stopping the gang.
+    /// Seconds between SIGTERM and SIGKILL when stopping the gang (at most a day).
     #[arg(long = "grace-period", alias = "grace_period", default_value_t = 5.0)]
     pub grace_period: f64,
 
@@ -128,13 +140,17 @@ impl TryFrom<Args> for LaunchConfig {
                     "give the number of GPUs explicitly",
                 ));
             }
-            n => n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                flag(
-                    "--nproc-per-node",
-                    n,
-                    "expected a positive number, `cpu` or `auto`",
-                )
-            })?,
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_NPROC_PER_NODE).contains(n))
+                .ok_or_else(|| {
+                    flag(
+                        "--nproc-per-node",
+                        n,
+                        format!("expected a number in 1..={MAX_NPROC_PER_NODE}, `cpu` or `auto`"),
+                    )
+                })?,
         };
         let nnodes = match a.nnodes.split_once(':') {
             Some((lo, hi)) if lo == hi => lo,
@@ -150,13 +166,19 @@ impl TryFrom<Args> for LaunchConfig {
         let nnodes = nnodes
             .parse::<usize>()
             .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| flag("--nnodes", &a.nnodes, "expected a positive number"))?;
-        if !(a.grace_period.is_finite() && a.grace_period >= 0.0) {
+            .filter(|n| (1..=MAX_NNODES).contains(n))
+            .ok_or_else(|| {
+                flag(
+                    "--nnodes",
+                    &a.nnodes,
+                    format!("expected a number in 1..={MAX_NNODES}"),
+                )
+            })?;
+        if !(0.0..=MAX_GRACE_PERIOD_S).contains(&a.grace_period) {
             return Err(flag(
                 "--grace-period",
-                a.grace_period,
-                "expected a non-negative number of seconds",
+                format!("{:?}", a.grace_period),
+                format!("expected a number of seconds in [0, {MAX_GRACE_PERIOD_S}]"),
             ));
         }
         let (master_addr, master_port) = match &a.rdzv_endpoint {
@@ -277,8 +299,14 @@ mod tests {
         let e = |args: &[&str]| parse(args).unwrap_err().to_string();
         assert_eq!(
             e(&["--nproc-per-node", "0", "x"]),
-            "--nproc-per-node \"0\": expected a positive number, `cpu` or `auto`"
+            "--nproc-per-node \"0\": expected a number in 1..=4096, `cpu` or `auto`"
         );
+        // Huge values are refused before anything starts (issue 15): no 10^11 processes, no
+        // rank number overflowing, no `Duration` panic.
+        assert!(e(&["--nproc-per-node", "99999999999", "x"]).contains("1..=4096"));
+        assert!(e(&["--nnodes", "99999999999", "x"]).contains("--nnodes"));
+        assert!(e(&["--grace-period", "1e30", "x"]).contains("--grace-period"));
+        assert!(e(&["--grace-period", "inf", "x"]).contains("--grace-period"));
         assert!(e(&["--nnodes", "1:4", "x"]).contains("elastic"));
         assert_eq!(
             e(&["--nnodes", "2", "--node-rank", "2", "x"]),

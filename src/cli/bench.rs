@@ -14,6 +14,7 @@ use uqa_data::sampler::{DistributedSampler, SamplerConfig, SamplerState};
 use uqa_data::schema::Feature;
 
 use super::CliResult;
+use super::numbers::usize_in;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -39,17 +40,21 @@ pub struct ScanArgs {
 pub struct SamplerArgs {
     /// A dataset folder.
     dir: PathBuf,
-    #[arg(long, default_value_t = 256)]
+    /// Rows per batch (at most a rank's share of the training file).
+    #[arg(long, default_value_t = 256, value_parser = usize_in(1..))]
     batch: usize,
     /// Positions kept per sequence (the last ones).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = usize_in(1..))]
     max_len: usize,
-    /// Batches to time.
-    #[arg(long, default_value_t = 200)]
+    /// Batches to time (a million at most: a timing needs far fewer, and a larger count reads
+    /// like a typo that would run for days).
+    #[arg(long, default_value_t = 200, value_parser = usize_in(1..=1_000_000))]
     batches: usize,
+    /// This rank, below --world-size.
     #[arg(long, default_value_t = 0)]
     rank: usize,
-    #[arg(long, default_value_t = 1)]
+    /// Ranks the training file is sharded over (at most its rows).
+    #[arg(long, default_value_t = 1, value_parser = usize_in(1..))]
     world_size: usize,
     /// Keep mapped pages resident between batches (faster; resident memory grows toward the
     /// file size, though the pages stay reclaimable page cache).
@@ -76,6 +81,34 @@ pub fn peak_rss_mb() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The machine's memory in bytes (MemTotal), if the kernel says.
+fn mem_total_bytes() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb = info
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
+        .ok()?;
+    Some(kb * 1024.0)
+}
+
+/// Refuses a benchmark whose memory estimate (a lower bound) exceeds the machine's memory.
+/// Each size flag has its own range, but several large ones together can still ask for more
+/// than the machine has, and the allocation would end in the OOM killer's SIGKILL instead of an
+/// error naming the flags.
+pub fn check_fits(bytes: f64, flags: &str) -> Result<(), String> {
+    match mem_total_bytes() {
+        Some(total) if bytes > total => Err(format!(
+            "{flags}: need at least {:.1} GB of memory, more than this machine's {:.1} GB",
+            bytes / 1e9,
+            total / 1e9
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Current resident memory split into anonymous (heap) and file-backed (mapped files) MB.
@@ -130,15 +163,6 @@ fn scan(a: ScanArgs) -> CliResult {
 }
 
 fn sampler(a: SamplerArgs) -> CliResult {
-    for (flag, v) in [
-        ("--batch", a.batch),
-        ("--world-size", a.world_size),
-        ("--batches", a.batches),
-    ] {
-        if v == 0 {
-            return Err(format!("{flag} 0: must be at least 1").into());
-        }
-    }
     if a.rank >= a.world_size {
         return Err(format!(
             "--rank {}: must be below --world-size {}",
@@ -149,10 +173,20 @@ fn sampler(a: SamplerArgs) -> CliResult {
     let ds = Dataset::open(&a.dir)?;
     // Whole batches only: a rank's shard smaller than one batch would never yield one.
     let rows = ds.train.num_rows();
+    // More ranks than rows would pad every shard up to --world-size indices: a huge world
+    // would allocate (and shuffle) that many before the first batch.
+    if a.world_size > rows {
+        return Err(format!(
+            "--world-size {}: more ranks than the {rows} training rows of {}",
+            a.world_size,
+            a.dir.display()
+        )
+        .into());
+    }
     let shard = rows.div_ceil(a.world_size);
     if shard < a.batch {
         return Err(format!(
-            "{}: {rows} training rows give each of {} ranks {} rows, fewer than --batch {}",
+            "{}: {rows} training rows give each of --world-size {} ranks {} rows, fewer than --batch {}",
             a.dir.display(),
             a.world_size,
             shard,

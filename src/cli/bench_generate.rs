@@ -21,45 +21,90 @@ use uqa_models::llm::{
 use uqa_models::seeded_var_builder;
 
 use super::CliResult;
+use super::numbers::usize_in;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// reference, batched or both.
     #[arg(long, default_value = "both")]
     mode: String,
-    #[arg(long, default_value_t = 896)]
+    // The upper bounds are beyond any model we run (Qwen2-72B: hidden 8192, 80 layers, 64 heads,
+    // intermediate 29568, vocab 152064) and keep a typo from asking for an impossible model.
+    #[arg(long, default_value_t = 896, value_parser = usize_in(1..=65_536))]
     hidden: usize,
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 24, value_parser = usize_in(1..=1024))]
     layers: usize,
-    #[arg(long, default_value_t = 14)]
+    #[arg(long, default_value_t = 14, value_parser = usize_in(1..=1024))]
     heads: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = usize_in(1..=1024))]
     kv_heads: usize,
-    #[arg(long, default_value_t = 4864)]
+    #[arg(long, default_value_t = 4864, value_parser = usize_in(1..=1 << 20))]
     intermediate: usize,
-    #[arg(long, default_value_t = 151_936)]
+    #[arg(long, default_value_t = 151_936, value_parser = usize_in(1..=1 << 24))]
     vocab: usize,
     /// Prompt tokens of the longest row (rows have 80-100% of it).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = usize_in(1..MAX_POSITIONS as u64))]
     prompt_len: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = usize_in(1..MAX_POSITIONS as u64))]
     new_tokens: usize,
     /// Prompts per batch (batched mode).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = usize_in(1..=4096))]
     batch: usize,
     /// Timed questions in reference mode.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = usize_in(1..=10_000))]
     qas: usize,
     /// Timed batches in batched mode.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = usize_in(1..=10_000))]
     batches: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
+/// Positions of the model (Qwen2's): one soft vector, the prompt and the new tokens fit in them.
+const MAX_POSITIONS: usize = 32_768;
+
+/// The checks clap's per-flag ranges cannot make: how flags combine. Each error names the flags.
+fn check_flags(a: &GenerateArgs) -> Result<(), String> {
+    if !["reference", "batched", "both"].contains(&a.mode.as_str()) {
+        return Err(format!(
+            "--mode {}: expected reference, batched or both",
+            a.mode
+        ));
+    }
+    if !a.hidden.is_multiple_of(a.heads) || !(a.hidden / a.heads).is_multiple_of(2) {
+        return Err(format!(
+            "--heads {} must divide --hidden {} into an even head dimension (RoPE)",
+            a.heads, a.hidden
+        ));
+    }
+    if !a.heads.is_multiple_of(a.kv_heads) {
+        return Err(format!(
+            "--kv-heads {} must divide --heads {}",
+            a.kv_heads, a.heads
+        ));
+    }
+    if 1 + a.prompt_len + a.new_tokens > MAX_POSITIONS {
+        return Err(format!(
+            "--prompt-len {} + --new-tokens {} + 1 soft vector exceed the model's {MAX_POSITIONS} positions",
+            a.prompt_len, a.new_tokens
+        ));
+    }
+    // f32 weights (built twice: the seeded map, then the copy the model runs on) and the KV
+    // cache of a batch; f64 so that no product overflows.
+    let (d, l) = (a.hidden as f64, a.layers as f64);
+    let kv = (a.kv_heads * (a.hidden / a.heads)) as f64;
+    let params =
+        a.vocab as f64 * d + l * (2.0 * d * d + 2.0 * d * kv + 3.0 * d * a.intermediate as f64);
+    let cache = 2.0 * l * a.batch as f64 * (1 + a.prompt_len + a.new_tokens) as f64 * kv;
+    super::bench::check_fits(
+        4.0 * (2.0 * params + cache),
+        "--hidden, --layers, --intermediate, --vocab, --batch, --prompt-len and --new-tokens",
+    )
+}
+
 /// Each prompt: one soft vector then token embeddings, `[1 + n, hidden]`.
 fn prompts(a: &GenerateArgs, lm: &CausalLm) -> candle_core::Result<Vec<Tensor>> {
-    let mut rng = Rng::new(a.seed + 1);
+    let mut rng = Rng::new(a.seed.wrapping_add(1));
     let lo = a.prompt_len * 4 / 5;
     (0..a.batch)
         .map(|r| {
@@ -119,18 +164,7 @@ fn left_padded(rows: &[Tensor]) -> candle_core::Result<(Tensor, TokenMask)> {
 }
 
 pub fn run(a: GenerateArgs) -> CliResult {
-    for (flag, v) in [
-        ("--batch", a.batch),
-        ("--prompt-len", a.prompt_len),
-        ("--new-tokens", a.new_tokens),
-    ] {
-        if v == 0 {
-            return Err(format!("{flag} 0: must be at least 1").into());
-        }
-    }
-    if !["reference", "batched", "both"].contains(&a.mode.as_str()) {
-        return Err(format!("--mode {}: expected reference, batched or both", a.mode).into());
-    }
+    check_flags(&a)?;
     let cfg = LlmConfig {
         architecture: Architecture::Qwen2,
         vocab_size: a.vocab,
@@ -141,7 +175,7 @@ pub fn run(a: GenerateArgs) -> CliResult {
         num_key_value_heads: a.kv_heads,
         rms_norm_eps: 1e-6,
         rope_theta: 1e6,
-        max_position_embeddings: 32_768,
+        max_position_embeddings: MAX_POSITIONS,
         tie_word_embeddings: true,
         attention_bias: true,
         stop_token_ids: vec![],

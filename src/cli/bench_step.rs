@@ -27,54 +27,60 @@ use uqa_trainer::parallel::Replicas;
 use uqa_trainer::pretrain::{SEQUENCE_UNITS, label_count, position_count};
 
 use super::CliResult;
-use super::bench::peak_rss_mb;
+use super::bench::{check_fits, peak_rss_mb};
+use super::numbers::{fraction, non_negative, u64_in, usize_in};
 
 /// Width of the BPE vocabulary of the shared text-token table (Qwen2's).
 const TEXT_VOCAB: u64 = 151_936;
 
+/// Largest vocabulary of any id column: ids are drawn and stored as u32.
+const MAX_VOCAB: u64 = u32::MAX as u64;
+
+// Upper bounds on sizes are far beyond any encoder we benchmark and keep a typo from asking for
+// an impossible model; vocabularies start at 2 because ids are drawn from 1..size (0 pads).
 #[derive(Debug, Args)]
 pub struct StepArgs {
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = usize_in(1..=1024))]
     layers: usize,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = usize_in(1..=65_536))]
     dim: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = usize_in(1..=1024))]
     heads: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = usize_in(2..=65_536))]
     seq: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = usize_in(1..=65_536))]
     batch: usize,
     /// Item vocabulary size.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = u64_in(2..=MAX_VOCAB))]
     items: u64,
-    #[arg(long, default_value_t = 9_330)]
+    #[arg(long, default_value_t = 9_330, value_parser = u64_in(2..=MAX_VOCAB))]
     cates: u64,
-    #[arg(long, default_value_t = 149_750)]
+    #[arg(long, default_value_t = 149_750, value_parser = u64_in(2..=MAX_VOCAB))]
     brands: u64,
     /// Also the seller vocabulary size, as in encoder_step.py.
-    #[arg(long, default_value_t = 268_446)]
+    #[arg(long, default_value_t = 268_446, value_parser = u64_in(2..=MAX_VOCAB))]
     shops: u64,
     /// BPE tokens per text bag.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = usize_in(1..=1024))]
     bag_len: usize,
     /// full, no-text or no-side.
     #[arg(long, default_value = "full")]
     side: String,
     /// Item rows per chunk of the chunked cross-entropy.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = usize_in(1..))]
     ce_chunk: usize,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
     dropout: f32,
-    #[arg(long, default_value_t = 4e-4)]
+    #[arg(long, default_value_t = 4e-4, value_parser = non_negative)]
     lr: f64,
     /// Clip by this global gradient norm (0: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
     clip: f64,
     /// Timed steps.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = usize_in(1..=10_000))]
     steps: usize,
     /// Untimed steps first.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = usize_in(0..=10_000))]
     warmup: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -130,6 +136,38 @@ impl Stage for BenchStage {
     }
 }
 
+/// The checks clap's per-flag ranges cannot make: how flags combine. Each error names the flags.
+fn check_flags(a: &StepArgs) -> Result<(), String> {
+    if !a.dim.is_multiple_of(a.heads) || !(a.dim / a.heads).is_multiple_of(2) {
+        return Err(format!(
+            "--heads {} must divide --dim {} into an even head dimension (RoPE)",
+            a.heads, a.dim
+        ));
+    }
+    // A lower bound, in f64 so that no product overflows: the embedding tables (item width 128,
+    // side and token width 64, EmbedderConfig's defaults) and the attention weights, each held
+    // as weights, gradients and AdamW's two moments; the attention scores of every layer kept
+    // for backward; the batch's text-bag ids.
+    let (d, l) = (a.dim as f64, a.layers as f64);
+    let side = (a.cates + a.brands + 2 * a.shops) as f64;
+    let tables = a.items as f64 * 128.0
+        + 64.0
+            * match a.side.as_str() {
+                "full" => side + TEXT_VOCAB as f64,
+                "no-text" => side,
+                _ => 0.0,
+            };
+    let weights = 4.0 * 4.0 * (tables + l * 4.0 * d * d);
+    let kept = if a.activation_checkpointing { 1.0 } else { l };
+    let (b, s) = (a.batch as f64, a.seq as f64);
+    let scores = 4.0 * kept * b * a.heads as f64 * s * s;
+    let bags = 4.0 * 5.0 * b * s * a.bag_len as f64;
+    check_fits(
+        weights + scores + bags,
+        "--items, --cates, --brands, --shops, --dim, --layers, --heads, --batch, --seq and --bag-len",
+    )
+}
+
 /// Model FLOPs of one training step, encoder_step.py's `step_flops`: forward =
 /// 2 N P_dense + L 4 B T^2 d + 2 N 128 items, a step = 3 forwards.
 fn step_flops(a: &StepArgs, input_dim: usize, hidden: usize) -> f64 {
@@ -178,9 +216,7 @@ pub fn run(a: StepArgs) -> CliResult {
         "no-side" => InputVariant::NoSide,
         other => return Err(format!("--side {other}: expected full, no-text or no-side").into()),
     };
-    if a.steps == 0 || a.batch == 0 || a.seq < 2 || a.items < 2 {
-        return Err("--steps and --batch must be positive, --seq and --items at least 2".into());
-    }
+    check_flags(&a)?;
     let vocab = Vocab {
         items: a.items,
         cates: a.cates,

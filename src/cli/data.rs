@@ -15,6 +15,7 @@ use uqa_data::synth::{SynthConfig, SynthSpec};
 use uqa_data::validate::validate;
 
 use super::CliResult;
+use super::numbers::usize_in;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -82,7 +83,7 @@ pub struct MovielensArgs {
     /// Store only the last this many positions of each history (default: whole histories;
     /// training keeps the last `[data] max_len` of each, and evaluation excludes every rated
     /// item from the sampled negatives only when it sees the whole history).
-    #[arg(long)]
+    #[arg(long, value_parser = usize_in(1..))]
     max_len: Option<usize>,
     #[arg(long)]
     force: bool,

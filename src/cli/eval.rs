@@ -11,6 +11,10 @@ use uqa_evaluator::answer::{EvalJob, EvalOutcome, evaluate};
 use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
 
 use super::CliResult;
+use super::numbers::{MAX_NEW_TOKENS, u64_in, usize_in};
+
+/// A week, in seconds.
+const MAX_COLLECTIVE_TIMEOUT_S: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -24,10 +28,10 @@ pub struct EvalArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Questions decoded together per rank.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = usize_in(1..))]
     batch_size: usize,
     /// Tokens generated at most per answer (the reference generates a single one).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = usize_in(1..=MAX_NEW_TOKENS))]
     max_new_tokens: usize,
     /// Evaluate the first N questions only (0: all).
     #[arg(long, default_value_t = 0)]
@@ -42,8 +46,9 @@ pub struct EvalArgs {
     /// Device: auto (cuda:LOCAL_RANK when the build has CUDA and a GPU is visible), cpu or cuda.
     #[arg(long, default_value = "auto")]
     device: DeviceRequest,
-    /// Deadline of the final gather, in seconds.
-    #[arg(long, default_value_t = 1800)]
+    /// Deadline of the final gather, in seconds (at most a week: deadlines are instants, and
+    /// one too far ahead overflows the clock).
+    #[arg(long, default_value_t = 1800, value_parser = u64_in(1..=MAX_COLLECTIVE_TIMEOUT_S))]
     collective_timeout_s: u64,
 }
 

@@ -12,6 +12,7 @@ mod bench_generate;
 mod bench_step;
 mod data;
 mod eval;
+mod numbers;
 mod pretrain;
 mod qa_gen;
 mod quickstart;

@@ -7,6 +7,7 @@ use clap::Args;
 use uqa_evaluator::qa::{CtrConfig, Lang, QaGenConfig, Task, generate, generate_ctr};
 
 use super::CliResult;
+use super::numbers::usize_in;
 
 #[derive(Debug, Args)]
 pub struct QaGenArgs {
@@ -24,10 +25,10 @@ pub struct QaGenArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Training questions per sub-task (the reference has about 7,500).
-    #[arg(long, default_value_t = 7_500)]
+    #[arg(long, default_value_t = 7_500, value_parser = usize_in(1..))]
     train_per_task: usize,
     /// Evaluation questions per sub-task (the reference has about 1,000).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = usize_in(1..))]
     eval_per_task: usize,
     /// Also write CTR questions (ctr_data_{train,eval}.arrow: will the user click this item
     /// next? yes/no, balanced) for this many users per split; 0: none.
@@ -35,7 +36,7 @@ pub struct QaGenArgs {
     ctr_users: usize,
     /// Training windows per user (each ends one pseudo-future earlier; none sees the held-out
     /// tail): more and more varied training questions from the same users.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = usize_in(1..))]
     train_windows: usize,
     /// Validation questions per sub-task (0: none): a tenth of the users give their training
     /// questions to align_data_valid.arrow instead, to tune recipes on without touching the

@@ -16,8 +16,10 @@ use uqa_evaluator::qa::{Lang, QaGenConfig, Task, generate};
 use uqa_evaluator::report::tables::counts_markdown;
 use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
 use uqa_evaluator::report::{Report, Run, write_report};
+use uqa_launcher::args::MAX_NPROC_PER_NODE;
 
 use super::CliResult;
+use super::numbers::{MAX_NEW_TOKENS, usize_in};
 
 const DATA_TOML: &str = include_str!("../../configs/quickstart/data.toml");
 const PRETRAIN_TOML: &str = include_str!("../../configs/quickstart/pretrain_trmpp.toml");
@@ -37,20 +39,21 @@ pub struct QuickstartArgs {
     /// independent of what is cached; `auto` takes the real Qwen2 tokenizer when cached.
     #[arg(long, default_value = "builtin")]
     tokenizer: TokenizerChoice,
-    /// Ranks of the pre-training, alignment and evaluation stages.
-    #[arg(long, default_value_t = 2)]
+    /// Ranks of the pre-training, alignment and evaluation stages (as `uqa launch
+    /// --nproc-per-node`).
+    #[arg(long, default_value_t = 2, value_parser = usize_in(1..=MAX_NPROC_PER_NODE as u64))]
     nproc: usize,
     /// Training questions per sub-task.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = usize_in(1..))]
     train_per_task: usize,
     /// Training windows per user (see `uqa qa-gen --help`).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = usize_in(1..))]
     train_windows: usize,
     /// Evaluation questions per sub-task.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = usize_in(1..))]
     eval_per_task: usize,
     /// Tokens generated at most per answer.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = usize_in(1..=MAX_NEW_TOKENS))]
     max_new_tokens: usize,
     /// Override a value of the pre-training config, e.g. `--pretrain-set train.epochs=2`.
     #[arg(long = "pretrain-set", value_name = "KEY=VALUE")]

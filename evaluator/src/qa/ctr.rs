@@ -73,7 +73,8 @@ pub fn generate_ctr(data_dir: &Path, out_dir: &Path, config: CtrConfig) -> Resul
         Rng::derive(config.seed, 0xC7A0 + split as u64).shuffle(&mut users);
         let mut rows = Vec::new();
         for u in users {
-            if rows.len() >= 2 * users_wanted {
+            // Saturating: `--ctr-users` may be as large as usize allows (more users than exist).
+            if rows.len() >= users_wanted.saturating_mul(2) {
                 break;
             }
             let history: Vec<u32> = ds
