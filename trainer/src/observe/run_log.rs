@@ -57,7 +57,7 @@ impl RunLog {
 
 impl Observer for RunLog {
     fn step(&mut self, r: &StepReport) -> Result<()> {
-        if r.step % self.log_every != 0 && r.step != r.total_steps && r.step != 1 {
+        if !r.step.is_multiple_of(self.log_every) && r.step != r.total_steps && r.step != 1 {
             return Ok(());
         }
         let u = self.units;
