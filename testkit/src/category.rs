@@ -25,7 +25,8 @@ pub enum Category {
     Slurm,
     /// The `prometheus` and `promtool` programs.
     Prometheus,
-    /// NCCL and the CUDA driver.
+    /// NCCL and the CUDA driver. Today only comm/tests/nccl.rs uses it, and the other way round:
+    /// its tests check the error given without them, so they skip on a GPU host.
     Gpu,
 }
 
