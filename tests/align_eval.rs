@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use uqa_testkit::{Category, skip};
 
 /// Dataset, questions and a briefly pre-trained encoder under `dir`.
 struct Fixture {
@@ -24,8 +25,7 @@ fn fixture(dir: &Path) -> Fixture {
     fixture_with(dir, "builtin")
 }
 
-/// The fixture with a given tokenizer choice (`builtin`, or `auto`: the real Qwen2 one when
-/// cached).
+/// The fixture with a given `--tokenizer` choice (`builtin`, or the path of a tokenizer.json).
 fn fixture_with(dir: &Path, tokenizer: &str) -> Fixture {
     let data = dir.join("tiny");
     let qa = dir.join("qa");
@@ -316,16 +316,13 @@ fn bad_inputs_name_what_is_wrong() {
 
 #[test]
 fn a_real_gguf_llm_is_one_flag_away() {
-    let cache = std::env::var_os("UQA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/uqa"));
-    let gguf = cache.join("llm/smollm2-135m-instruct-q4_1.gguf");
+    let gguf = uqa_data::assets::cache_dir().join("llm/smollm2-135m-instruct-q4_1.gguf");
     if !gguf.exists() {
-        eprintln!(
-            "SKIPPED: {} is not cached; run scripts/fetch-assets.sh llm",
+        let reason = format!(
+            "{} is not cached; run scripts/fetch-assets.sh llm",
             gguf.display()
         );
-        return;
+        return skip(Category::Gguf, "a_real_gguf_llm_is_one_flag_away", reason);
     }
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(dir.path());
@@ -484,13 +481,19 @@ fn text_baselines_and_the_q_former_align_and_report_their_input_tokens() {
 fn ctr_mode_scores_yes_no_over_all_ranks_together() {
     // "Yes" and "No" must be real tokens: the built-in word-level vocabulary only knows the
     // dataset's own words.
+    let Some(tokenizer) = uqa_data::tokenizer::default_tokenizer_path() else {
+        let reason =
+            "CTR mode needs the real Qwen2 tokenizer; run scripts/fetch-assets.sh tokenizer";
+        return skip(
+            Category::Tokenizer,
+            "ctr_mode_scores_yes_no_over_all_ranks_together",
+            reason,
+        );
+    };
     let dir = tempfile::tempdir().unwrap();
-    let f = fixture_with(dir.path(), "auto");
-    let meta = std::fs::read_to_string(f.data.join("dataset.json")).unwrap();
-    if meta.contains("\"builtin\"") {
-        eprintln!("SKIPPED: CTR mode needs the real Qwen2 tokenizer; run scripts/fetch-assets.sh");
-        return;
-    }
+    // The tokenizer just found, by path: one that does not load fails `uqa data synth`, and so
+    // this test.
+    let f = fixture_with(dir.path(), tokenizer.to_str().unwrap());
     let qa = dir.path().join("ctr_qa");
     let o = ok(
         uqa(&[

@@ -2,8 +2,8 @@
 //! API returns the loss series of both ranks, and `promtool check metrics` accepts a `/metrics`
 //! body taken from a rank mid-run.
 //!
-//! Needs the Debian package `prometheus` (`prometheus` and `promtool`); without them the test
-//! prints "SKIPPED: prometheus not installed" and passes. Everything listens on 127.0.0.1;
+//! Needs the Debian package `prometheus` (`prometheus` and `promtool`); without them the test is
+//! a recorded skip (a failure under `UQA_REQUIRE=prometheus`, see uqa-testkit). Everything listens on 127.0.0.1;
 //! every wait is bounded; every spawned process is stopped by a guard, also when an assertion
 //! fails.
 
@@ -59,11 +59,6 @@ impl Drop for Guard {
             let _ = self.child.wait();
         }
     }
-}
-
-fn skip(reason: &str) {
-    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests.
-    let _ = std::io::stderr().write_all(format!("SKIPPED: {reason}\n").as_bytes());
 }
 
 /// `name` on PATH (or in /usr/bin, where Debian puts it).
@@ -169,8 +164,11 @@ fn read(path: &Path) -> String {
 fn prometheus_scrapes_loss_from_a_live_two_rank_run() {
     let (Some(prometheus), Some(promtool)) = (find_binary("prometheus"), find_binary("promtool"))
     else {
-        skip("prometheus not installed (Debian: apt-get install prometheus)");
-        return;
+        return uqa_testkit::skip(
+            uqa_testkit::Category::Prometheus,
+            "prometheus_scrapes_loss_from_a_live_two_rank_run",
+            "prometheus or promtool not installed (Debian: apt-get install prometheus)",
+        );
     };
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_data(dir.path());

@@ -19,21 +19,6 @@ use local_cluster::ClusterGuard;
 
 const JOBS_TIMEOUT: Duration = Duration::from_secs(240);
 
-fn has(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -87,14 +72,7 @@ fn only_subdir(dir: &Path) -> PathBuf {
 
 #[test]
 fn sbatch_jobs_pretrain_for_real() {
-    if !has("sbatch") || !has("slurmctld") {
-        println!(
-            "SKIPPED: sbatch/slurmctld not found (apt-get install slurm-wlm munge; see scripts/ci-deps.sh)"
-        );
-        return;
-    }
-    if !is_root() {
-        println!("SKIPPED: the local Slurm cluster runs its daemons as root");
+    if !local_cluster::available("sbatch_jobs_pretrain_for_real") {
         return;
     }
     let (_cluster, up) = ClusterGuard::start(repo().join("slurm/local-cluster.sh"));

@@ -2,13 +2,15 @@
 //! program, the scenario chosen by `UQA_TEST_SCENARIO`): every collective and element type gives
 //! bitwise the same results as the tcp backend on the same inputs (with two ranks a sum has one
 //! association, so even floating-point sums match exactly), and a silent rank gives a timeout
-//! naming it. Without the `mpi` feature or without `mpirun` the tests say SKIPPED and pass.
+//! naming it. Without the `mpi` feature or without `mpirun` the tests are recorded skips, failures
+//! under `UQA_REQUIRE=mpi` (see uqa-testkit).
 
 use std::collections::HashMap;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use uqa_comm::{Communicator, CommunicatorExt, RankEnv, ReduceOp, TcpComm};
+use uqa_testkit::{Category, skip};
 
 const SCENARIO: &str = "UQA_TEST_SCENARIO";
 const T: Duration = Duration::from_secs(30);
@@ -151,10 +153,11 @@ fn worker() {
     panic!("scenario {scenario_name} needs the mpi feature");
 }
 
-/// `mpirun`, or None (with the SKIPPED line printed) when the test cannot run here.
-fn mpirun() -> Option<&'static str> {
+/// `mpirun`, or None (with `test`'s skip recorded) when the test cannot run here.
+fn mpirun(test: &str) -> Option<&'static str> {
     if !cfg!(feature = "mpi") {
-        println!("SKIPPED: uqa-comm built without the `mpi` feature");
+        let reason = "uqa-comm built without the `mpi` feature (needs OpenMPI and libclang, see scripts/test.sh)";
+        skip(Category::Mpi, test, reason);
         return None;
     }
     let found = Command::new("mpirun")
@@ -162,7 +165,8 @@ fn mpirun() -> Option<&'static str> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        println!("SKIPPED: mpirun not found (install openmpi-bin, see scripts/ci-deps.sh)");
+        let reason = "mpirun not found (install openmpi-bin, see scripts/ci-deps.sh)";
+        skip(Category::Mpi, test, reason);
         return None;
     }
     Some("mpirun")
@@ -232,7 +236,7 @@ fn tcp_results(world: usize) -> Vec<Vec<String>> {
 
 #[test]
 fn mpi_matches_tcp_bitwise_on_two_ranks() {
-    if mpirun().is_none() {
+    if mpirun("mpi_matches_tcp_bitwise_on_two_ranks").is_none() {
         return;
     }
     let out = run_mpi("collectives", 2);
@@ -253,7 +257,7 @@ fn mpi_matches_tcp_bitwise_on_two_ranks() {
 
 #[test]
 fn mpi_silent_rank_times_out_naming_it() {
-    if mpirun().is_none() {
+    if mpirun("mpi_silent_rank_times_out_naming_it").is_none() {
         return;
     }
     let start = Instant::now();
@@ -276,7 +280,7 @@ fn mpi_silent_rank_times_out_naming_it() {
 
 #[test]
 fn mpi_singletons_under_a_non_mpi_launcher_are_refused() {
-    if mpirun().is_none() {
+    if mpirun("mpi_singletons_under_a_non_mpi_launcher_are_refused").is_none() {
         return;
     }
     // Rank 0 of 2 by torchrun-style variables, but started without mpirun: MPI sees a world of 1.

@@ -1,7 +1,8 @@
 //! The `nccl` backend on a machine without NCCL (CI, laptops): bootstrap must return a clear
 //! "NCCL library not found" error on every rank, before touching the network, and never panic
 //! (cudarc's dynamic loading panics at first use of a missing library). On a GPU host with NCCL
-//! the tests say SKIPPED: the GPU path is exercised there by the multi-GPU examples.
+//! the tests are recorded skips of category `gpu` (see uqa-testkit): the GPU path is exercised
+//! there by the multi-GPU examples.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,8 +33,12 @@ fn nccl_present() -> bool {
 fn nccl_without_library_is_a_clear_error_not_a_panic() {
     #[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
     if nccl_present() {
-        println!("SKIPPED: NCCL and the CUDA driver are present on this host");
-        return;
+        let reason = "NCCL and the CUDA driver are present on this host (this test needs neither)";
+        return uqa_testkit::skip(
+            uqa_testkit::Category::Gpu,
+            "nccl_without_library_is_a_clear_error_not_a_panic",
+            reason,
+        );
     }
     let msg = nccl_error(&RankEnv::single()).expect("bootstrap must fail without NCCL");
     if cfg!(any(feature = "nccl", feature = "nccl-gpu")) {
@@ -56,8 +61,12 @@ fn nccl_without_library_is_a_clear_error_not_a_panic() {
 fn nccl_error_comes_before_any_network_wait() {
     #[cfg(any(feature = "nccl", feature = "nccl-gpu"))]
     if nccl_present() {
-        println!("SKIPPED: NCCL and the CUDA driver are present on this host");
-        return;
+        let reason = "NCCL and the CUDA driver are present on this host (this test needs neither)";
+        return uqa_testkit::skip(
+            uqa_testkit::Category::Gpu,
+            "nccl_error_comes_before_any_network_wait",
+            reason,
+        );
     }
     // Rank 1 of 2 with nobody hosting the store: a network attempt would wait 5 s, the library
     // check answers at once.

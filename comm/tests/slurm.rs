@@ -3,7 +3,8 @@
 //! (`slurm/multi_node.sbatch`) and a 2-element job array (`slurm/sweep_sizes.sbatch`) run the
 //! `barrier` example as their training command: ranks derive RANK/WORLD_SIZE from SLURM_*
 //! (RankEnv) and form a tcp communicator across the emulated nodes. Without `sbatch` (or not as
-//! root, which the local cluster needs) the test says SKIPPED and passes.
+//! root, which the local cluster needs) the test is a recorded skip, a failure under
+//! `UQA_REQUIRE=slurm` (see uqa-testkit).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 mod local_cluster;
 use local_cluster::ClusterGuard;
+use uqa_testkit::{Category, skip};
 
 /// Budget for both jobs once the cluster is up.
 const JOBS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -20,21 +22,6 @@ fn repo() -> PathBuf {
         .parent()
         .expect("comm/ has a parent")
         .to_path_buf()
-}
-
-fn has(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// The `barrier` example next to this test binary (cargo builds examples for `cargo test`).
@@ -102,21 +89,14 @@ fn rank_lines(log: &str, world: usize) -> Vec<String> {
 
 #[test]
 fn sbatch_templates_run_on_a_local_two_node_cluster() {
-    if !has("sbatch") || !has("slurmctld") {
-        println!(
-            "SKIPPED: sbatch/slurmctld not found (apt-get install slurm-wlm munge; see scripts/ci-deps.sh)"
-        );
-        return;
-    }
-    if !is_root() {
-        println!("SKIPPED: the local Slurm cluster runs its daemons as root");
+    const TEST: &str = "sbatch_templates_run_on_a_local_two_node_cluster";
+    if !local_cluster::available(TEST) {
         return;
     }
     let Some(example) = barrier_example() else {
-        println!(
-            "SKIPPED: the barrier example is not built (run `cargo test -p uqa-comm` without --test)"
-        );
-        return;
+        let reason =
+            "the barrier example is not built (run `cargo test -p uqa-comm` without --test)";
+        return skip(Category::Slurm, TEST, reason);
     };
     let repo = repo();
     let (_cluster, up) = ClusterGuard::start(repo.join("slurm/local-cluster.sh"));
@@ -241,8 +221,8 @@ fn sbatch_templates_run_on_a_local_two_node_cluster() {
             .unwrap();
         let t = text(&out);
         if t.contains("not compiled in") {
-            println!("SKIPPED: srun --mpi=pmix: the barrier example was built without `mpi`");
-            return;
+            let reason = "srun --mpi=pmix: the barrier example was built without `mpi`";
+            return skip(Category::Mpi, TEST, reason);
         }
         assert!(out.status.success(), "srun --mpi=pmix failed:\n{t}");
         let lines = rank_lines(&t, 2);

@@ -3,7 +3,8 @@
 //! the same prompt ids, and greedy decoding with the KV cache gives the same tokens.
 //!
 //! The models are not committed: `scripts/fetch-assets.sh llm` puts them in the cache; without
-//! them each case prints `SKIPPED` and passes. Fixtures: `models/tests/fixtures/llm/gguf_*.json`
+//! them each case is a recorded skip (a failure under `UQA_REQUIRE=gguf`, see uqa-testkit); a
+//! file that is there but does not load fails. Fixtures: `models/tests/fixtures/llm/gguf_*.json`
 //! from `models/scripts/gen_llm_fixtures.py gguf`.
 
 use std::path::Path;
@@ -88,15 +89,15 @@ fn decode(lm: &CausalLm, prompt: &[u32], max_new: usize, stop: &[u32]) -> (Vec<u
 
 /// `batched`: also run the library's batched greedy decoder (skipped for the 0.5B model, where
 /// it would double the test's runtime).
-fn check_model(name: &str, batched: bool) {
+fn check_model(test: &str, name: &str, batched: bool) {
     let fx = fixture(name);
     let path = uqa_data::assets::cache_dir().join("llm").join(&fx.file);
     if !path.exists() {
-        println!(
-            "SKIPPED: {} not found; run scripts/fetch-assets.sh llm",
+        let reason = format!(
+            "{} not found; run scripts/fetch-assets.sh llm",
             path.display()
         );
-        return;
+        return uqa_testkit::skip(uqa_testkit::Category::Gguf, test, reason);
     }
     let start = Instant::now();
     let gguf = GgufFile::open(&path).unwrap();
@@ -208,10 +209,18 @@ fn check_model(name: &str, batched: bool) {
 
 #[test]
 fn smollm2_135m_instruct_q4_1_matches_transformers() {
-    check_model("smollm2-135m-instruct", true);
+    check_model(
+        "smollm2_135m_instruct_q4_1_matches_transformers",
+        "smollm2-135m-instruct",
+        true,
+    );
 }
 
 #[test]
 fn qwen25_coder_05b_instruct_q4_k_m_matches_transformers() {
-    check_model("qwen2.5-coder-0.5b-instruct", false);
+    check_model(
+        "qwen25_coder_05b_instruct_q4_k_m_matches_transformers",
+        "qwen2.5-coder-0.5b-instruct",
+        false,
+    );
 }

@@ -15,6 +15,7 @@ use uqa_models::error::ModelError;
 use uqa_models::llm::{
     CausalLm, GgufFile, LlmConfig, Mode, Padding, TokenMask, check_tokenizer, load_hf_dir,
 };
+use uqa_testkit::Category;
 
 const MODELS: [&str; 3] = ["qwen2_tied", "qwen2_untied", "llama"];
 const TOL: f32 = 1e-4;
@@ -195,10 +196,27 @@ fn gguf_tokenizer_is_byte_level_bpe_with_special_tokens() {
 
 #[test]
 fn gguf_qwen2_tokenizer_matches_the_real_tokenizer_json() {
+    const TEST: &str = "gguf_qwen2_tokenizer_matches_the_real_tokenizer_json";
     let real = uqa_data::assets::cache_dir().join("qwen2-tokenizer/tokenizer.json");
     let gguf = uqa_data::assets::cache_dir().join("llm/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
-    if !real.exists() || !gguf.exists() {
-        println!("SKIPPED: Qwen2 tokenizer.json or GGUF not cached; run scripts/fetch-assets.sh");
+    // One skip per missing asset, so that UQA_REQUIRE=tokenizer or =gguf alone catches it; a
+    // required one first, so that its failure leaves no skip of the other recorded.
+    let mut missing: Vec<(Category, &PathBuf, &str)> = [
+        (Category::Tokenizer, &real, "tokenizer"),
+        (Category::Gguf, &gguf, "llm"),
+    ]
+    .into_iter()
+    .filter(|(_, path, _)| !path.exists())
+    .collect();
+    missing.sort_by_key(|(category, _, _)| !uqa_testkit::required(*category));
+    for (category, path, what) in &missing {
+        let reason = format!(
+            "{} not cached; run scripts/fetch-assets.sh {what}",
+            path.display()
+        );
+        uqa_testkit::skip(*category, TEST, reason);
+    }
+    if !missing.is_empty() {
         return;
     }
     let real = tokenizers::Tokenizer::from_file(&real).unwrap();

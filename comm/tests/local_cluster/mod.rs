@@ -1,8 +1,46 @@
-//! The guard both Slurm tests (comm/tests/slurm.rs and tests/slurm_pretrain.rs) put around the
-//! local cluster of `slurm/local-cluster.sh`, so that a test stops the daemons it started.
+//! What both Slurm tests (comm/tests/slurm.rs and tests/slurm_pretrain.rs) share about the local
+//! cluster of `slurm/local-cluster.sh`: whether it can run here, and the guard that stops the
+//! daemons a test started.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+
+use uqa_testkit::{Category, skip};
+
+/// Whether the local cluster can run here; if not, `test` records a `slurm` skip (a failure
+/// under `UQA_REQUIRE=slurm`) and returns false.
+pub fn available(test: &str) -> bool {
+    if !has("sbatch") || !has("slurmctld") {
+        let reason =
+            "sbatch/slurmctld not found (apt-get install slurm-wlm munge; see scripts/ci-deps.sh)";
+        skip(Category::Slurm, test, reason);
+        return false;
+    }
+    if !is_root() {
+        skip(
+            Category::Slurm,
+            test,
+            "the local Slurm cluster runs its daemons as root",
+        );
+        return false;
+    }
+    true
+}
+
+fn has(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
 
 /// Stops the local cluster when the test ends (passing or failing) if the test started it; a
 /// cluster that was already up (someone's own) is left running.
