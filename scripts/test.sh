@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it: installs the Debian packages some tests need (OpenMPI, Slurm,
-# Prometheus; see scripts/ci-deps.sh) when it can, then runs every test of the workspace.
+# Prometheus; see scripts/ci-deps.sh) when it can, runs clippy with warnings as errors, then
+# every test of the workspace.
 # The MPI and NCCL backends are compiled in when their build needs are present (OpenMPI and
 # libclang for `mpi`; nothing for `nccl`, which loads NCCL at run time).
 #
@@ -30,9 +31,17 @@ else
 fi
 export UQA_SKIP_LOG
 
+# Lints first (the workspace's [lints] table, warnings as errors); a lint failure still lets
+# the tests run and report, and fails the script at the end.
+status=0
+if ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add clippy || echo "warning: clippy is not installed and rustup could not add it"
+fi
+echo "== cargo clippy --workspace --all-targets --features $features -- -D warnings"
+cargo clippy --workspace --all-targets --features "$features" -- -D warnings || status=$?
+
 # --no-fail-fast: one failing test binary must not hide the results of the others.
 echo "== cargo test --workspace --no-fail-fast --features $features $*${UQA_REQUIRE:+ (UQA_REQUIRE=$UQA_REQUIRE)}"
-status=0
 cargo test --workspace --no-fail-fast --features "$features" "$@" || status=$?
 
 # Sorted: parallel tests append in any order.

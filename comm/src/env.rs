@@ -125,7 +125,7 @@ impl RankEnv {
         }
     }
 
-    fn torchrun(env: &Lookup) -> Result<Self> {
+    fn torchrun(env: &Lookup<'_>) -> Result<Self> {
         const CTX: &str = "torchrun-style launch: RANK or WORLD_SIZE is set";
         let rank = env.required_usize(RANK, CTX)?;
         let world_size = env.required_usize(WORLD_SIZE, CTX)?;
@@ -182,7 +182,7 @@ impl RankEnv {
         Ok(out)
     }
 
-    fn mpirun(env: &Lookup) -> Result<Self> {
+    fn mpirun(env: &Lookup<'_>) -> Result<Self> {
         const CTX: &str = "mpirun launch: OMPI_COMM_WORLD_RANK is set";
         let rank = env.required_usize(OMPI_RANK, CTX)?;
         let world_size = env.required_usize(OMPI_SIZE, CTX)?;
@@ -208,7 +208,7 @@ impl RankEnv {
         Ok(out)
     }
 
-    fn slurm(env: &Lookup) -> Result<Self> {
+    fn slurm(env: &Lookup<'_>) -> Result<Self> {
         const CTX: &str = "srun launch: SLURM_PROCID is set";
         let rank = env.required_usize("SLURM_PROCID", CTX)?;
         let world_size = match env.get("SLURM_NTASKS") {
@@ -354,7 +354,7 @@ pub fn store_bind_addr(master_addr: &str, port: u16) -> String {
 }
 
 /// Our restart count wins over torchrun's (they agree under `uqa-launch`).
-fn restart_count(env: &Lookup, extra: Option<&'static str>) -> Result<u32> {
+fn restart_count(env: &Lookup<'_>, extra: Option<&'static str>) -> Result<u32> {
     for var in [UQA_RESTART_COUNT, TORCHELASTIC_RESTART_COUNT]
         .into_iter()
         .chain(extra)
@@ -371,7 +371,7 @@ fn restart_count(env: &Lookup, extra: Option<&'static str>) -> Result<u32> {
 }
 
 /// UQA_JOB_TOKEN, or a value every rank of the same job derives identically.
-fn job_token(env: &Lookup, addr: &str, port: u16, world: usize) -> String {
+fn job_token(env: &Lookup<'_>, addr: &str, port: u16, world: usize) -> String {
     if let Some(t) = env.get(UQA_JOB_TOKEN) {
         return t;
     }

@@ -23,7 +23,7 @@ pub(crate) fn linear(
     d_out: usize,
     bias: bool,
     weight_init: Init,
-    vb: VarBuilder,
+    vb: VarBuilder<'_>,
 ) -> Result<Linear> {
     let w = vb.get_with_hints((d_out, d_in), "weight", weight_init)?;
     let b = if bias {
@@ -41,7 +41,7 @@ pub(crate) struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder<'_>) -> Result<Self> {
         let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
         Ok(RmsNorm { weight, eps })
     }
@@ -73,7 +73,7 @@ pub(crate) struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder<'_>) -> Result<Self> {
         let w = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
         let b = vb.get_with_hints(dim, "bias", Init::Const(0.0))?;
         Ok(LayerNorm {
@@ -198,7 +198,7 @@ pub(crate) struct AttentionSpec {
 }
 
 impl SelfAttention {
-    pub fn new(spec: &AttentionSpec, vb: VarBuilder) -> Result<Self> {
+    pub fn new(spec: &AttentionSpec, vb: VarBuilder<'_>) -> Result<Self> {
         let d = spec.width;
         Ok(SelfAttention {
             q: linear(d, d, spec.bias, spec.init, vb.pp("q"))?,
@@ -300,7 +300,7 @@ pub(crate) fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
 
 /// A biased linear layer with PyTorch's default `nn.Linear` initialisation (weights and bias
 /// uniform in `+-1/sqrt(d_in)`), which the reference uses for the input projection and the head.
-pub(crate) fn torch_linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {
+pub(crate) fn torch_linear(d_in: usize, d_out: usize, vb: VarBuilder<'_>) -> Result<Linear> {
     let bound = 1.0 / (d_in as f64).sqrt();
     let init = Init::Uniform {
         lo: -bound,

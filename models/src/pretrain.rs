@@ -127,7 +127,7 @@ pub struct PretrainModel {
 }
 
 impl PretrainModel {
-    pub fn new(cfg: &PretrainConfig, vocab: &Vocab, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &PretrainConfig, vocab: &Vocab, vb: VarBuilder<'_>) -> Result<Self> {
         cfg.validate()?;
         let width = cfg.encoder.width();
         let item_dim = cfg.embedder.item_dim;

@@ -183,7 +183,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     }
 }
 
-fn key(d: &mut Dec) -> io::Result<String> {
+fn key(d: &mut Dec<'_>) -> io::Result<String> {
     let k = d.string()?;
     if k.len() > MAX_KEY {
         return Err(io::Error::new(

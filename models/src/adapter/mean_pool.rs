@@ -18,7 +18,7 @@ pub struct MeanPool {
 }
 
 impl MeanPool {
-    pub fn new(d_enc: usize, d_llm: usize, recent: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(d_enc: usize, d_llm: usize, recent: usize, vb: VarBuilder<'_>) -> Result<Self> {
         // PyTorch's nn.Linear default, as the reference builds it.
         let proj = torch_linear(d_enc, d_llm, vb.pp("proj"))?;
         let recent = match recent {

@@ -28,7 +28,7 @@ impl QFormer {
         d: usize,
         queries: usize,
         heads: usize,
-        vb: VarBuilder,
+        vb: VarBuilder<'_>,
     ) -> Result<Self> {
         let init = normal(0.02);
         Ok(QFormer {

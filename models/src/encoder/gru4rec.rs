@@ -82,7 +82,7 @@ struct GruLayer {
 
 impl GruLayer {
     /// PyTorch's `nn.GRU` layout (gates r, z, n stacked) and init `U(+-1/sqrt(H))`.
-    fn new(input: usize, hidden: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(input: usize, hidden: usize, vb: VarBuilder<'_>) -> candle_core::Result<Self> {
         let bound = 1.0 / (hidden as f64).sqrt();
         let init = Init::Uniform {
             lo: -bound,
@@ -132,7 +132,7 @@ pub struct Gru4Rec {
 }
 
 impl Gru4Rec {
-    pub fn new(cfg: &Gru4RecConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &Gru4RecConfig, vb: VarBuilder<'_>) -> Result<Self> {
         cfg.validate("encoder")?;
         let build = || -> candle_core::Result<Gru4Rec> {
             let layers = (0..cfg.layers)

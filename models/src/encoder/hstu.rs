@@ -121,10 +121,10 @@ pub struct Hstu {
 }
 
 impl Hstu {
-    pub fn new(cfg: &HstuConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &HstuConfig, vb: VarBuilder<'_>) -> Result<Self> {
         cfg.validate("encoder")?;
         let init = normal(cfg.init_std);
-        let block = |vb: VarBuilder| -> candle_core::Result<Block> {
+        let block = |vb: VarBuilder<'_>| -> candle_core::Result<Block> {
             Ok(Block {
                 uvqk: linear(cfg.width, cfg.uvqk_dim(), true, init, vb.pp("uvqk"))?,
                 o: linear(

@@ -107,7 +107,7 @@ struct Mixer {
 }
 
 impl Mixer {
-    fn new(cfg: &Mamba4RecConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &Mamba4RecConfig, vb: VarBuilder<'_>) -> candle_core::Result<Self> {
         let (d, e, n, r) = (cfg.width, cfg.inner(), cfg.d_state, cfg.rank());
         let conv_bound = 1.0 / (cfg.d_conv as f64).sqrt();
         let conv_init = Init::Uniform {
@@ -216,7 +216,7 @@ pub struct Mamba4Rec {
 }
 
 impl Mamba4Rec {
-    pub fn new(cfg: &Mamba4RecConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &Mamba4RecConfig, vb: VarBuilder<'_>) -> Result<Self> {
         cfg.validate("encoder")?;
         let build = || -> candle_core::Result<Mamba4Rec> {
             let blocks = (0..cfg.layers)

@@ -111,7 +111,7 @@ impl EncoderConfig {
     }
 
     /// Builds the encoder with its weights under `vb`.
-    pub fn build(&self, vb: VarBuilder) -> Result<Box<dyn Encoder>> {
+    pub fn build(&self, vb: VarBuilder<'_>) -> Result<Box<dyn Encoder>> {
         Ok(match self {
             EncoderConfig::Trmpp(c) => Box::new(TrmPlusPlus::new(c, vb)?),
             EncoderConfig::Sasrec(c) => Box::new(Sasrec::new(c, vb)?),

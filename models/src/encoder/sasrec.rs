@@ -131,7 +131,7 @@ struct Layer {
 }
 
 impl Layer {
-    fn new(cfg: &SasrecConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &SasrecConfig, vb: VarBuilder<'_>) -> candle_core::Result<Self> {
         let init = normal(cfg.init_std);
         let spec = AttentionSpec {
             width: cfg.width,
@@ -192,7 +192,7 @@ pub struct Sasrec {
 }
 
 impl Sasrec {
-    pub fn new(cfg: &SasrecConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &SasrecConfig, vb: VarBuilder<'_>) -> Result<Self> {
         cfg.validate("encoder")?;
         let build = || -> candle_core::Result<Sasrec> {
             Ok(Sasrec {

@@ -134,7 +134,7 @@ struct Block {
 }
 
 impl Block {
-    fn new(cfg: &TrmConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &TrmConfig, vb: VarBuilder<'_>) -> candle_core::Result<Self> {
         let (d, h) = (cfg.width, cfg.mlp_hidden());
         let init = normal(cfg.init_std);
         let out_init = normal(cfg.init_std / (2.0 * cfg.layers as f64).sqrt());
@@ -194,7 +194,7 @@ pub struct TrmPlusPlus {
 }
 
 impl TrmPlusPlus {
-    pub fn new(cfg: &TrmConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &TrmConfig, vb: VarBuilder<'_>) -> Result<Self> {
         cfg.validate("encoder")?;
         let blocks = (0..cfg.layers)
             .map(|i| Block::new(cfg, vb.pp("layers").pp(i)).map(Arc::new))

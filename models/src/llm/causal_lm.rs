@@ -106,7 +106,7 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)
 }
 
-fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Linear> {
     // Hugging Face's `initializer_range` (0.02) for freshly built models; ignored when loading.
     let w = vb.get_with_hints(
         (d_out, d_in),
@@ -149,7 +149,7 @@ struct Lora {
 }
 
 impl Lora {
-    fn new(cfg: LoraConfig, d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: LoraConfig, d_in: usize, d_out: usize, vb: VarBuilder<'_>) -> Result<Self> {
         Ok(Lora {
             a: vb.get_with_hints(
                 (cfg.rank, d_in),
@@ -194,7 +194,7 @@ struct Attention {
 impl Attention {
     fn new(
         cfg: &LlmConfig,
-        vb: VarBuilder,
+        vb: VarBuilder<'_>,
         lora: Option<(LoraConfig, VarBuilder)>,
     ) -> Result<Self> {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim());
@@ -271,7 +271,7 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(cfg: &LlmConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &LlmConfig, vb: VarBuilder<'_>) -> Result<Self> {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
             gate: linear(d, f, false, vb.pp("gate_proj"))?,
@@ -304,7 +304,7 @@ pub struct CausalLm {
 
 impl CausalLm {
     /// Builds the model from `vb` at the root of a Hugging Face checkpoint's name space.
-    pub fn new(cfg: &LlmConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &LlmConfig, vb: VarBuilder<'_>) -> Result<Self> {
         Self::with_lora(cfg, vb, None)
     }
 
@@ -312,7 +312,7 @@ impl CausalLm {
     /// weights from `lora.1` (named like the projections: `model.layers.0.self_attn.q_proj.lora_A`).
     pub fn with_lora(
         cfg: &LlmConfig,
-        vb: VarBuilder,
+        vb: VarBuilder<'_>,
         lora: Option<(LoraConfig, VarBuilder)>,
     ) -> Result<Self> {
         let d = cfg.hidden_size;

@@ -100,7 +100,7 @@ pub struct ItemHead(Option<Linear>);
 
 impl ItemHead {
     /// The linear head; weights `weight`, `bias` under `vb`.
-    pub fn linear(width: usize, item_dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn linear(width: usize, item_dim: usize, vb: VarBuilder<'_>) -> Result<Self> {
         torch_linear(width, item_dim, vb)
             .map(|l| ItemHead(Some(l)))
             .ctx("creating the output head")
