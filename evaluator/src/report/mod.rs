@@ -6,7 +6,6 @@
 pub mod baselines;
 pub mod compare;
 pub mod plots;
-pub mod raster;
 pub mod tables;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -469,7 +468,7 @@ pub fn write_report_with(
     let tasks_title = "Accuracy per sub-task (prefix match)";
     put(
         "tasks.svg",
-        plots::bars_svg(tasks_title, &labels, &series).as_bytes(),
+        plots::bars_svg(tasks_title, &labels, &series)?.as_bytes(),
     )?;
     // PNG beside the SVG: it embeds anywhere (slides, chat, issue trackers) that SVG does not.
     put(
@@ -486,7 +485,10 @@ pub fn write_report_with(
         .collect();
     if points.len() >= 2 {
         let title = "Accuracy against encoder size";
-        put("scaling.svg", plots::scaling_svg(title, &points).as_bytes())?;
+        put(
+            "scaling.svg",
+            plots::scaling_svg(title, &points)?.as_bytes(),
+        )?;
         put("scaling.png", &plots::scaling_png(title, &points)?)?;
     }
 
