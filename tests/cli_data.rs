@@ -83,6 +83,13 @@ fn synth_is_deterministic_per_seed_and_validates() {
         let v = ok(&uqa(&["data", "validate", p.to_str().unwrap()]));
         assert!(v.contains(": ok: 300 rows"), "{v}");
     }
+    // The item catalog is recognised and checked against the dataset's vocabulary.
+    let catalog = a.join("item_catalog.arrow");
+    let v = ok(&uqa(&["data", "validate", catalog.to_str().unwrap()]));
+    assert!(
+        v.contains(": ok: item catalog of ") && v.contains("within the vocabulary"),
+        "{v}"
+    );
     // No temporary files are left behind.
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

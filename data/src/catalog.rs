@@ -229,6 +229,17 @@ impl ItemCatalog {
         writer.into_inner().map_err(arrow_err)?.commit()
     }
 
+    /// Whether the Arrow file at `path` is an item catalog (its schema has `item_id` and no
+    /// sequence column), so tools taking any dataset file can tell the two kinds apart.
+    pub fn is_catalog_file(path: &Path) -> Result<bool> {
+        let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+        let reader = FileReader::try_new(std::io::BufReader::new(file), None)
+            .map_err(|e| DataError::corrupt(path, e.to_string()))?;
+        let schema = reader.schema();
+        Ok(schema.column_with_name("item_id").is_some()
+            && schema.column_with_name("uni_seq_item_id").is_none())
+    }
+
     /// Read `item_catalog.arrow`. Items must be numbered 1..=n in order; entity texts are taken
     /// from the first item that names each entity.
     pub fn read(path: &Path) -> Result<Self> {

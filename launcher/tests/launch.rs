@@ -282,7 +282,7 @@ fn bad_flags_busy_port_and_missing_program_are_errors() {
     let out = launch(&["--nproc-per-node", "0", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("--nproc-per-node \"0\": expected a positive number"),
+        stderr(&out).contains("--nproc-per-node \"0\": expected a number in 1..=4096"),
         "{}",
         stderr(&out)
     );

@@ -135,7 +135,12 @@ pub struct FeatureEmbedder {
 impl FeatureEmbedder {
     /// Builds the tables (sized from `vocab`) and the projection to `width` under `vb`:
     /// `item`, `cate`, `brand`, `shop`, `seller`, `tokens`, `proj.{weight,bias}`.
-    pub fn new(cfg: &EmbedderConfig, vocab: &Vocab, width: usize, vb: VarBuilder<'_>) -> Result<Self> {
+    pub fn new(
+        cfg: &EmbedderConfig,
+        vocab: &Vocab,
+        width: usize,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
         cfg.validate()?;
         if width == 0 {
             return Err(ModelError::config("encoder.width", "must be positive"));

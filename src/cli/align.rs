@@ -10,8 +10,8 @@ use super::{CliResult, with_device};
 
 #[derive(Debug, Args)]
 pub struct AlignArgs {
-    /// Alignment config (TOML: [data], [llm], [prompt], [strategy], [optim], [train]); see
-    /// configs/align/.
+    /// Alignment config (TOML: [data], [llm], [prompt], [strategy], [optim], [train],
+    /// [runtime]); see configs/quickstart/align_trmpp.toml and configs/tests/tiny_align.toml.
     #[arg(long)]
     config: PathBuf,
     /// Override a config value, e.g. `--set strategy.kind="lora" --set train.epochs=1`.

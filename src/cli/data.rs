@@ -7,12 +7,13 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use uqa_data::build::{TokenizerChoice, build_synthetic, import_movielens, movielens_preprocess};
+use uqa_data::catalog::ItemCatalog;
 use uqa_data::dataset::{CATALOG_FILE, Dataset, DatasetMeta, EVAL_FILE, TRAIN_FILE};
 use uqa_data::reader::SequenceFile;
 use uqa_data::schema::Vocab;
 use uqa_data::stats::{FileStats, file_stats};
 use uqa_data::synth::{SynthConfig, SynthSpec};
-use uqa_data::validate::validate;
+use uqa_data::validate::{validate, validate_catalog};
 
 use super::CliResult;
 use super::numbers::usize_in;
@@ -100,7 +101,7 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// The sequence file to check.
+    /// The file to check: a sequence file or the item catalog (`item_catalog.arrow`).
     file: PathBuf,
     /// Vocabulary to check ids against: `file` (the file's own metadata, else dataset.json in
     /// its folder, else the reference sizes) or `reference` (REFERENCE.md section 2).
@@ -183,6 +184,10 @@ fn stats(a: StatsArgs) -> CliResult {
 }
 
 fn validate_file(a: ValidateArgs) -> CliResult {
+    // A file that cannot be read as Arrow at all gets the sequence reader's diagnosis.
+    if ItemCatalog::is_catalog_file(&a.file).unwrap_or(false) {
+        return validate_catalog_file(a);
+    }
     let file = SequenceFile::open(&a.file)?;
     let vocab = match a.vocab.as_str() {
         "reference" => Some(Vocab::REFERENCE),
@@ -204,6 +209,30 @@ fn validate_file(a: ValidateArgs) -> CliResult {
         report.vocab.sellers,
         report.vocab.tokens,
         report.id_base
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `uqa data validate` on an item catalog (`item_catalog.arrow`).
+fn validate_catalog_file(a: ValidateArgs) -> CliResult {
+    let vocab = match a.vocab.as_str() {
+        "reference" => Some(Vocab::REFERENCE),
+        "file" => sibling_vocab(&a.file),
+        other => {
+            return Err(format!("--vocab: expected `file` or `reference`, got {other:?}").into());
+        }
+    };
+    let report = validate_catalog(&a.file, vocab)?;
+    let [cates, brands, shops, sellers] = report.entities;
+    println!(
+        "{}: ok: item catalog of {} items; {cates} cates, {brands} brands, {shops} shops, {sellers} sellers{}",
+        a.file.display(),
+        report.items,
+        if vocab.is_some() {
+            "; entity ids within the vocabulary"
+        } else {
+            ""
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

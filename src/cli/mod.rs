@@ -22,8 +22,12 @@ pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 /// uqa: distributed training and evaluation of user-embedding-prompted LLMs (UQABench).
 ///
-/// The pipeline: `uqa data` builds reference-format datasets (synthetic Taobao-like data or
-/// MovieLens), later stages pre-train encoders, align them to an LLM and evaluate.
+/// The pipeline, one subcommand per stage: `uqa data` builds reference-format datasets
+/// (synthetic Taobao-like data or MovieLens), `uqa pretrain` pre-trains a user-sequence
+/// encoder, `uqa qa-gen` writes the seven sub-tasks' questions, `uqa align` aligns the encoder
+/// to an LLM through soft prompts, `uqa eval` answers and scores, `uqa baseline` and
+/// `uqa report` add the model-free rows and lay out the paper's tables. `uqa quickstart` runs
+/// all of it on embedded defaults; `uqa launch` starts ranks like torchrun.
 #[derive(Debug, Parser)]
 #[command(name = "uqa", version, about, long_about)]
 pub struct Cli {

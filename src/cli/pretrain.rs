@@ -10,7 +10,7 @@ use super::{CliResult, with_device};
 
 #[derive(Debug, Args)]
 pub struct PretrainArgs {
-    /// Experiment config (TOML: [data], [model], [optim], [train], [eval]); see configs/.
+    /// Experiment config (TOML: [data], [model], [optim], [train], [eval], [runtime]); see configs/.
     #[arg(long)]
     config: PathBuf,
     /// Override a config value, e.g. `--set optim.lr=1e-3 --set train.epochs=1`.

@@ -79,7 +79,12 @@ impl Adapter {
     }
 
     /// Builds the adapter from `d_enc`-wide states to `d_llm`-wide soft tokens.
-    pub fn new(cfg: &AdapterConfig, d_enc: usize, d_llm: usize, vb: VarBuilder<'_>) -> Result<Self> {
+    pub fn new(
+        cfg: &AdapterConfig,
+        d_enc: usize,
+        d_llm: usize,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
         match cfg {
             AdapterConfig::MeanPool { recent } => Ok(Adapter::MeanPool(
                 MeanPool::new(d_enc, d_llm, *recent, vb).ctx("building the mean-pool adapter")?,

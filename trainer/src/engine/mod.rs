@@ -222,7 +222,7 @@ fn observers<'a, S: Stage>(
             every,
             state_bytes,
         )?);
-        observers.push(Progress::new(S::UNITS));
+        observers.push(Progress::new(S::UNITS, every));
     }
     observers.push(telemetry);
     Ok(observers)

@@ -1,6 +1,6 @@
 //! Prometheus metrics of a training run: each rank serves `GET /metrics` (text exposition
-//! format 0.0.4) on `metrics.address`, port `metrics.base_port + LOCAL_RANK`, from a small
-//! `std::net` server thread that stops when the run ends.
+//! format 0.0.4) on `metrics.address`, port `metrics.base_port + LOCAL_RANK`, from a
+//! `tiny_http` server thread that stops when the run ends.
 //!
 //! The loop feeds one [`StepReport`] per optimiser step (and the evaluation results), with
 //! values already reduced where the loop reduces them: loss, learning rate and gradient norm are
@@ -35,12 +35,12 @@
 //! or parallel tests, must not kill each other over an auxiliary service). `base_port = 0` lets
 //! the system pick a free port per rank (printed at start).
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -413,38 +413,38 @@ fn resident_memory_bytes() -> Option<u64> {
 
 type Render = Arc<dyn Fn() -> std::result::Result<Vec<u8>, String> + Send + Sync>;
 
-/// Longest request head read; Prometheus sends a few hundred bytes.
-const MAX_REQUEST: usize = 8192;
-/// A client gets this long to send its request and this long per write of the answer.
-const READ_DEADLINE: Duration = Duration::from_secs(3);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are closed unanswered (a scraper retries next interval).
-const MAX_CONNECTIONS: usize = 8;
-/// How often the accept loop checks for shutdown.
-const POLL: Duration = Duration::from_millis(20);
+/// How often the serving thread checks for shutdown between requests.
+const POLL: Duration = Duration::from_millis(50);
 
-/// A thread answering `GET /metrics` (and `HEAD`); 404 elsewhere. Dropping it stops the
-/// accept loop and joins it; connections in flight end within their timeouts.
+/// A thread answering `GET /metrics` (and `HEAD`) through `tiny_http`, which parses requests
+/// (a malformed one gets its 400) and gives each connection its own thread, so a slow or silent
+/// client never holds up a scrape; 404 elsewhere, 405 for other methods. Dropping it stops the
+/// thread and closes the port.
 pub struct MetricsServer {
     addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MetricsServer {
+    /// Bind `addr` (binding ourselves keeps the OS error kind, e.g. address in use) and serve.
     pub fn start(addr: SocketAddr, render: Render) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let server = tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("uqa-metrics".into())
             .spawn({
-                let stop = Arc::clone(&stop);
-                move || accept_loop(listener, render, stop)
+                let (server, stop) = (Arc::clone(&server), Arc::clone(&stop));
+                move || serve(&server, &render, &stop)
             })?;
         Ok(Self {
             addr,
+            server,
             stop,
             thread: Some(thread),
         })
@@ -458,153 +458,63 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.server.unblock();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn accept_loop(listener: TcpListener, render: Render, stop: Arc<AtomicBool>) {
-    let busy = Arc::new(AtomicUsize::new(0));
+/// Answer requests until `stop` is set (checked at least every `POLL`).
+fn serve(server: &tiny_http::Server, render: &Render, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    busy.fetch_sub(1, Ordering::SeqCst);
-                    continue; // dropped: closed unanswered
-                }
-                let (render, done) = (Arc::clone(&render), Arc::clone(&busy));
-                let spawned = std::thread::Builder::new()
-                    .name("uqa-metrics-conn".into())
-                    .spawn(move || {
-                        // Errors here are the client's (timeouts, resets): nothing to report.
-                        let _ = serve(stream, &render);
-                        done.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    busy.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-            // WouldBlock: nobody waiting. Other errors (EMFILE, aborted handshakes) are
-            // transient for a server: back off and go on.
-            Err(_) => std::thread::sleep(POLL),
-        }
+        let request = match server.recv_timeout(POLL) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(_) => return,
+        };
+        // Errors here are the client's (resets, timeouts): nothing to report.
+        let _ = answer(request, render);
     }
 }
 
-/// Answer one request and close.
-fn serve(mut stream: TcpStream, render: &Render) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let head = match read_head(&mut stream)? {
-        Some(h) => h,
-        None => return respond(&mut stream, 400, "text/plain", b"bad request\n", true),
+fn answer(request: tiny_http::Request, render: &Render) -> std::io::Result<()> {
+    use tiny_http::Method;
+    let path = request.url().split('?').next().unwrap_or("");
+    let text = |status: u16, body: &str| {
+        tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(header("Content-Type", "text/plain"))
     };
-    let mut parts = head.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
     if path != "/metrics" {
-        return respond(
-            &mut stream,
-            404,
-            "text/plain",
-            b"not found: metrics are at /metrics\n",
-            true,
-        );
+        return request.respond(text(404, "not found: metrics are at /metrics\n"));
     }
-    if method != "GET" && method != "HEAD" {
-        return respond(
-            &mut stream,
-            405,
-            "text/plain",
-            b"method not allowed\n",
-            true,
-        );
+    if !matches!(request.method(), Method::Get | Method::Head) {
+        let r = text(405, "method not allowed\n").with_header(header("Allow", "GET, HEAD"));
+        return request.respond(r);
     }
     match render() {
-        Ok(body) => respond(
-            &mut stream,
-            200,
-            prometheus::TEXT_FORMAT,
-            &body,
-            method == "GET",
-        ),
-        Err(e) => respond(
-            &mut stream,
-            500,
-            "text/plain",
-            format!("encoding metrics: {e}\n").as_bytes(),
-            true,
-        ),
+        // For HEAD, tiny_http sends the GET's headers without the body.
+        Ok(body) => {
+            let r = tiny_http::Response::from_data(body)
+                .with_header(header("Content-Type", prometheus::TEXT_FORMAT));
+            request.respond(r)
+        }
+        Err(e) => request.respond(text(500, &format!("encoding metrics: {e}\n"))),
     }
 }
 
-/// The request line, once the whole head has arrived; None when it is malformed, too long, or
-/// does not arrive before the deadline.
-fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let deadline = Instant::now() + READ_DEADLINE;
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || buf.len() > MAX_REQUEST {
-            return Ok(None);
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Ok(None);
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let line = text.lines().next().unwrap_or("").trim_end();
-    let fields: Vec<&str> = line.split(' ').collect();
-    let valid = fields.len() == 3 && fields[2].starts_with("HTTP/1.") && fields[1].starts_with('/');
-    Ok(valid.then(|| line.to_string()))
-}
-
-fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-    send_body: bool,
-) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Internal Server Error",
-    };
-    let allow = if status == 405 {
-        "Allow: GET, HEAD\r\n"
-    } else {
-        ""
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    if send_body {
-        stream.write_all(body)?;
-    }
-    stream.flush()
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("ASCII header")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
 
     fn env(rank: usize, local_rank: usize) -> RankEnv {
         let mut e = RankEnv::single();
@@ -622,10 +532,12 @@ mod tests {
         }
     }
 
-    /// Send `request` raw; the whole answer as text.
+    /// Send `request` raw (asking the server to close after answering, as HTTP/1.1 otherwise
+    /// keeps the connection open); the whole answer as text.
     fn http(addr: SocketAddr, request: &str) -> String {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let request = request.replacen("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1);
         s.write_all(request.as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
@@ -787,9 +699,10 @@ mod tests {
         let ok = get(addr, "/metrics");
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(start.elapsed() < Duration::from_secs(2));
-        // The idle ones are cut off after the read deadline, with a 400.
+        // The idle ones got nothing, or a 400 for the half request.
         for mut s in idle {
-            s.set_read_timeout(Some(READ_DEADLINE * 3)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
             let mut out = String::new();
             let _ = s.read_to_string(&mut out);
             assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
@@ -840,7 +753,15 @@ mod tests {
         let addr = t.local_addr().unwrap();
         assert!(get(addr, "/metrics").starts_with("HTTP/1.1 200"));
         drop(t);
-        assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+        // tiny_http's accept thread lets go of the socket a moment after the drop.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{addr} still accepts after the drop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]
