@@ -50,7 +50,10 @@ impl AdamWConfig {
 }
 
 pub struct AdamW {
-    pub config: AdamWConfig,
+    /// The update's constants; the learning rate comes with each step (from the schedule).
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
     /// Optimiser steps taken (the bias corrections use it).
     pub step: u64,
     m: Vec<Vec<f32>>,
@@ -144,7 +147,9 @@ impl AdamW {
                 .collect()
         };
         Self {
-            config,
+            betas: config.betas,
+            eps: config.eps,
+            weight_decay: config.weight_decay,
             step: 0,
             m: zeros(),
             v: zeros(),
@@ -178,7 +183,7 @@ impl AdamW {
     /// owners (`Replicas::step_optimizer` does both).
     pub fn step(&mut self, params: &Params, grads: &Grads, lr: f64, grad_scale: f64) -> Result<()> {
         self.step += 1;
-        let (b1, b2) = self.config.betas;
+        let (b1, b2) = self.betas;
         let bc1 = 1.0 - b1.powi(self.step as i32);
         let bc2 = 1.0 - b2.powi(self.step as i32);
         for (i, var) in params.vars.iter().enumerate() {
@@ -199,8 +204,8 @@ impl AdamW {
                 lr: lr as f32,
                 b1: b1 as f32,
                 b2: b2 as f32,
-                eps: self.config.eps as f32,
-                decay: (1.0 - lr * self.config.weight_decay) as f32,
+                eps: self.eps as f32,
+                decay: (1.0 - lr * self.weight_decay) as f32,
                 bc1: bc1 as f32,
                 bc2: bc2 as f32,
                 grad_scale: grad_scale as f32,
