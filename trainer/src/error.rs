@@ -39,8 +39,14 @@ pub enum TrainError {
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
 
-    #[error("step {step}: loss is {value}; stopping (the last good checkpoint is kept)")]
-    NonFiniteLoss { step: u64, value: f64 },
+    #[error(
+        "step {step}: loss is {value}, gradient norm {grad_norm}: not finite; stopping (the last good checkpoint is kept)"
+    )]
+    NonFiniteLoss {
+        step: u64,
+        value: f64,
+        grad_norm: f64,
+    },
 
     #[error("{0}")]
     Invalid(String),

@@ -186,13 +186,16 @@ pub fn update(
     step: u64,
     total_steps: u64,
 ) -> Result<(f64, f64, SyncStats)> {
-    if !loss.is_finite() || !opt.grads.is_finite() {
+    // One pass over the gradients: their norm (in f64, where squares of finite f32 cannot
+    // overflow) is finite exactly when every gradient is.
+    let norm = opt.grads.norm();
+    if !loss.is_finite() || !norm.is_finite() {
         return Err(TrainError::NonFiniteLoss {
             step: step + 1,
             value: loss,
+            grad_norm: norm,
         });
     }
-    let norm = opt.grads.norm();
     let lr = opt
         .config
         .schedule

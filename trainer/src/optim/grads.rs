@@ -143,17 +143,13 @@ impl Grads {
         Ok(())
     }
 
-    /// Global L2 norm over all buffers (in f64).
+    /// Global L2 norm over all buffers (in f64): not finite exactly when some gradient is not.
     pub fn norm(&self) -> f64 {
         self.bufs
             .iter()
             .map(|b| b.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
             .sum::<f64>()
             .sqrt()
-    }
-
-    pub fn is_finite(&self) -> bool {
-        self.bufs.iter().all(|b| b.iter().all(|x| x.is_finite()))
     }
 }
 
