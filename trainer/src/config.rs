@@ -40,9 +40,13 @@ impl RuntimeConfig {
 
     /// The device asked for; an unknown name is an error naming `runtime.device` and the file.
     pub fn device(&self, path: &Path) -> Result<DeviceRequest> {
-        self.device
-            .parse()
-            .map_err(|reason: String| TrainError::config(path, "runtime.device", reason))
+        self.request()
+            .map_err(|e| TrainError::config(path, "runtime.device", e.to_string()))
+    }
+
+    /// The device asked for, for a job already validated against its file.
+    pub fn request(&self) -> Result<DeviceRequest> {
+        self.device.parse().map_err(TrainError::Invalid)
     }
 }
 

@@ -4,7 +4,7 @@
 //! evaluates at the epochs `eval.every_epochs` names, at the last one, and where `max_steps`
 //! stops the run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -35,8 +35,8 @@ pub struct PretrainOutcome {
 /// Run pre-training as one process, or as one rank of a launch (torchrun / Slurm variables),
 /// serving Prometheus metrics (`[metrics]`) until it ends.
 pub fn pretrain(job: &PretrainJob) -> Result<PretrainOutcome> {
-    let device = job.runtime.device(Path::new("runtime"))?;
-    let (runtime, telemetry, mut replicas) = engine::launch(device, &job.metrics, &job.train)?;
+    let (runtime, telemetry, mut replicas) =
+        engine::launch(&job.runtime, &job.metrics, &job.train)?;
     pretrain_observed(job, &runtime, &mut replicas, &telemetry)
 }
 

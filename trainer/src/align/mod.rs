@@ -44,8 +44,8 @@ pub struct AlignOutcome {
 
 /// Alignment as one process or one rank of a launch, serving Prometheus metrics.
 pub fn align(job: &AlignJob) -> Result<AlignOutcome> {
-    let device = job.runtime.device(Path::new("runtime"))?;
-    let (runtime, telemetry, mut replicas) = engine::launch(device, &job.metrics, &job.train)?;
+    let (runtime, telemetry, mut replicas) =
+        engine::launch(&job.runtime, &job.metrics, &job.train)?;
     align_observed(job, &runtime, &mut replicas, &telemetry)
 }
 

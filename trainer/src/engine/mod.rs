@@ -10,12 +10,12 @@ pub use step::{Accumulated, Optimization, StepReport, accumulate, train_step, up
 use std::path::PathBuf;
 use std::time::Duration;
 
-use uqa_comm::{DeviceRequest, Runtime};
+use uqa_comm::Runtime;
 
 use uqa_data::sampler::SamplerState;
 
 use crate::checkpoint::{self, Checkpointer, TrainState};
-use crate::config::{OptimConfig, TrainConfig};
+use crate::config::{OptimConfig, RuntimeConfig, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::observe::{Finished, MetricsConfig, Observers, Progress, RunLog, Telemetry};
 use crate::optim::{Shard, zero};
@@ -40,11 +40,11 @@ pub struct Run<'a> {
 /// Prometheus endpoint and its replicas. The endpoint starts before the rendezvous, so a busy
 /// port fails this rank before the others wait for it.
 pub fn launch(
-    device: DeviceRequest,
+    settings: &RuntimeConfig,
     metrics: &MetricsConfig,
     train: &TrainConfig,
 ) -> Result<(Runtime, Telemetry, Replicas)> {
-    let runtime = Runtime::from_env(device)?;
+    let runtime = Runtime::from_env(settings.request()?)?;
     if runtime.env.rank == 0 {
         eprintln!("runtime: {}", runtime.describe());
     }
