@@ -16,6 +16,7 @@ pub mod adapter;
 pub mod embedder;
 pub mod encoder;
 pub mod error;
+pub mod frozen;
 pub mod grad_sink;
 pub mod init;
 mod layers;

@@ -1,6 +1,7 @@
 //! Properties of the causal LM that parity fixtures cannot show on their own: padding on either
 //! side changes nothing, cached decoding equals a full forward, the fused inference path equals
-//! the differentiable one, and gradients reach `inputs_embeds` and every parameter.
+//! the differentiable one, gradients reach `inputs_embeds` and every parameter, and a frozen LM
+//! back-propagates to its inputs without building gradients for its weights.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarMap;
@@ -169,4 +170,57 @@ fn gradients_reach_inputs_embeds_and_every_parameter() {
             .unwrap();
         assert!(norm > 0.0, "zero gradient for {name}");
     }
+}
+
+/// The adapter strategy's case: the LM's weights are plain tensors (not variables). The gradient
+/// of `inputs_embeds` is the same as through the trainable LM, and the backward pass builds no
+/// weight-sized gradient (frozen projections, norms and output head compute input gradients only).
+#[test]
+fn a_frozen_lm_back_propagates_to_its_inputs_only() {
+    let (trainable, map) = tiny(DType::F64);
+    let weights = map
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    let params: usize = map.all_vars().iter().map(|v| v.elem_count()).sum();
+    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F64, &Device::Cpu);
+    let frozen = CausalLm::new(trainable.config(), vb).unwrap();
+    // Two rows, the second right-padded (the training layout), through grouped-query attention
+    // with q/k/v biases (the tiny config is Qwen2-shaped: 4 heads, 2 key-value heads).
+    let rows = Tensor::new(
+        &[[3u32, 1, 4, 1, 5, 9, 2], [2, 7, 1, 8, 0, 0, 0]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let x0 = trainable.embed_tokens(&rows).unwrap().detach();
+    let mask = TokenMask::from_lengths(&[7, 4], Padding::Right);
+    let run = |lm: &CausalLm| {
+        let x = candle_core::Var::from_tensor(&x0).unwrap();
+        let h = lm.forward(x.as_tensor(), &mask, None, Mode::Train).unwrap();
+        // The real positions only, as the loss reads them (padding's outputs are unspecified).
+        let real = Tensor::new(mask.real_positions(), &Device::Cpu).unwrap();
+        let h = h.reshape((14, 16)).unwrap().index_select(&real, 0).unwrap();
+        let logits = lm.logits(&h).unwrap();
+        let grads = (logits.sqr().unwrap().sum_all().unwrap() * 1e-2)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let stored: usize = grads
+            .get_ids()
+            .map(|&id| grads.get_id(id).unwrap().elem_count())
+            .sum();
+        (grads.get(x.as_tensor()).unwrap().clone(), stored)
+    };
+    let (g_trainable, stored_trainable) = run(&trainable);
+    let (g_frozen, stored_frozen) = run(&frozen);
+    assert!(max_diff(&g_trainable, &g_frozen) < 1e-10);
+    // The trainable run stores every parameter's gradient (at least `params` values) besides
+    // the activations' that both runs store.
+    assert!(
+        stored_frozen + params <= stored_trainable,
+        "frozen {stored_frozen} + {params} parameters > trainable {stored_trainable}"
+    );
 }

@@ -8,11 +8,13 @@
 //! [`Mode::Infer`] switches to candle's fused kernels, which have no backward (DESIGN.md "Known
 //! traps").
 
-use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_core::{D, DType, Device, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
 
 use super::config::LlmConfig;
+use super::frozen_layer::FrozenLayer;
 use super::mask::TokenMask;
+use crate::frozen;
 
 /// Whether gradients must flow through the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +56,7 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Tensor>
         Mode::Infer => candle_nn::ops::rms_norm(x, weight, eps as f32),
         Mode::Train => {
             let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-            x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)
+            frozen::broadcast_mul(&x.broadcast_div(&(ms + eps)?.sqrt()?)?, weight)
         }
     }
 }
@@ -103,7 +105,20 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let x1 = x.narrow(D::Minus1, 0, half)?;
     let x2 = x.narrow(D::Minus1, half, half)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)
+    frozen::broadcast_mul(x, cos)?.add(&frozen::broadcast_mul(&rotated, sin)?)
+}
+
+/// A projection `x W^T + b`. Through [`frozen::linear`], so a frozen LLM's backward computes
+/// only activation gradients.
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        frozen::linear(x, &self.weight, self.bias.as_ref())
+    }
 }
 
 fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Linear> {
@@ -121,7 +136,7 @@ fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder<'_>) -> Result<L
     } else {
         None
     };
-    Ok(Linear::new(w, b))
+    Ok(Linear { weight: w, bias: b })
 }
 
 /// Low-rank adaptation (Hu et al. 2021) of a frozen projection: `W x + (alpha / r) B A x`, with
@@ -174,7 +189,7 @@ impl Projection {
         match &self.lora {
             None => Ok(y),
             Some(l) => {
-                let low = x.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
+                let low = frozen::linear(&frozen::linear(x, &l.a, None)?, &l.b, None)?;
                 y + (low * l.scale)?
             }
         }
@@ -251,9 +266,14 @@ impl Attention {
         // key-value head are stacked along the time axis of one batched matmul.
         let rep = self.heads / self.kv_heads;
         let q = q.reshape((b, self.kv_heads, rep * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?
-            .reshape((b, self.kv_heads, rep, t, s))?
-            .broadcast_add(&bias.unsqueeze(2)?)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.reshape((
+            b,
+            self.kv_heads,
+            rep,
+            t,
+            s,
+        ))?;
+        let scores = frozen::broadcast_add(&scores, &bias.unsqueeze(2)?)?;
         let probs = softmax(&scores, mode)?.reshape((b, self.kv_heads, rep * t, s))?;
         let out = probs
             .matmul(&v)?
@@ -291,6 +311,60 @@ struct DecoderLayer {
     mlp: Mlp,
     input_norm: Tensor,
     post_attn_norm: Tensor,
+    /// The same weights as one op with an input-only backward, when none of them trains.
+    frozen: Option<FrozenLayer>,
+}
+
+impl DecoderLayer {
+    fn new(
+        cfg: &LlmConfig,
+        vb: VarBuilder<'_>,
+        lora: Option<(LoraConfig, VarBuilder)>,
+    ) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let ones = Init::Const(1.0);
+        let mut layer = DecoderLayer {
+            attn: Attention::new(cfg, vb.pp("self_attn"), lora)?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            input_norm: vb.get_with_hints(d, "input_layernorm.weight", ones)?,
+            post_attn_norm: vb.get_with_hints(d, "post_attention_layernorm.weight", ones)?,
+            frozen: None,
+        };
+        layer.frozen = layer.as_frozen(cfg.rms_norm_eps);
+        Ok(layer)
+    }
+
+    /// The layer as a [`FrozenLayer`] when no weight of it trains (no LoRA, no variables).
+    fn as_frozen(&self, eps: f64) -> Option<FrozenLayer> {
+        let (a, m) = (&self.attn, &self.mlp);
+        if a.q.lora.is_some() || a.v.lora.is_some() || a.o.bias.is_some() {
+            return None;
+        }
+        let pair = |l: &Linear| (l.weight.clone(), l.bias.clone());
+        let f = FrozenLayer {
+            q: pair(&a.q.base),
+            k: pair(&a.k),
+            v: pair(&a.v.base),
+            o: a.o.weight.clone(),
+            gate: m.gate.weight.clone(),
+            up: m.up.weight.clone(),
+            down: m.down.weight.clone(),
+            input_norm: self.input_norm.clone(),
+            post_attn_norm: self.post_attn_norm.clone(),
+            heads: a.heads,
+            kv_heads: a.kv_heads,
+            head_dim: a.head_dim,
+            eps,
+        };
+        let weights = [&f.q.0, &f.k.0, &f.v.0, &f.o, &f.gate, &f.up, &f.down];
+        let norms = [&f.input_norm, &f.post_attn_norm];
+        let biases = [&f.q.1, &f.k.1, &f.v.1];
+        let trains = weights.iter().chain(&norms).any(|t| t.track_op())
+            || biases
+                .iter()
+                .any(|b| b.as_ref().is_some_and(|b| b.track_op()));
+        (!trains).then_some(f)
+    }
 }
 
 /// The causal LM.
@@ -317,7 +391,6 @@ impl CausalLm {
     ) -> Result<Self> {
         let d = cfg.hidden_size;
         let m = vb.pp("model");
-        let ones = Init::Const(1.0);
         let embed = m.get_with_hints(
             (cfg.vocab_size, d),
             "embed_tokens.weight",
@@ -332,15 +405,10 @@ impl CausalLm {
                 let lora_vb = lora
                     .as_ref()
                     .map(|(c, lvb)| (*c, lvb.pp(format!("model.layers.{i}.self_attn"))));
-                Ok(DecoderLayer {
-                    attn: Attention::new(cfg, l.pp("self_attn"), lora_vb)?,
-                    mlp: Mlp::new(cfg, l.pp("mlp"))?,
-                    input_norm: l.get_with_hints(d, "input_layernorm.weight", ones)?,
-                    post_attn_norm: l.get_with_hints(d, "post_attention_layernorm.weight", ones)?,
-                })
+                DecoderLayer::new(cfg, l, lora_vb)
             })
             .collect::<Result<Vec<_>>>()?;
-        let norm = m.get_with_hints(d, "norm.weight", ones)?;
+        let norm = m.get_with_hints(d, "norm.weight", Init::Const(1.0))?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
@@ -415,8 +483,17 @@ impl CausalLm {
         )?;
         let bias = mask.attention_bias(t, x.dtype(), x.device())?;
         let eps = self.cfg.rms_norm_eps;
+        let real = Tensor::new(mask.real_positions(), x.device())?;
         let mut h = x.contiguous()?;
         for (i, layer) in self.layers.iter().enumerate() {
+            // Training through a frozen layer (the soft tokens need gradients, the weights do
+            // not): one op that keeps only what the input's gradient needs.
+            if let (Mode::Train, None, Some(frozen)) = (mode, cache.as_ref(), &layer.frozen)
+                && h.track_op()
+            {
+                h = frozen.forward(&h, &rope, &bias, &real)?;
+                continue;
+            }
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             let a = layer.attn.forward(
                 &rms_norm(&h, &layer.input_norm, eps, mode)?,
@@ -436,7 +513,7 @@ impl CausalLm {
 
     /// Logits `[N, V]` of hidden rows `h: [N, d]`.
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        h.matmul(&self.output_table().t()?)
+        frozen::linear(h, self.output_table(), None)
     }
 
     /// A fresh cache for this model.

@@ -52,6 +52,13 @@ impl TokenMask {
         }
     }
 
+    /// Flat indices (`row * len + position`) of the real tokens, in order.
+    pub fn real_positions(&self) -> Vec<u32> {
+        (0..self.valid.len() as u32)
+            .filter(|&i| self.valid[i as usize])
+            .collect()
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }

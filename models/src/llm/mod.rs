@@ -4,6 +4,7 @@
 pub mod causal_lm;
 pub mod chat;
 pub mod config;
+mod frozen_layer;
 pub mod generate;
 pub mod mask;
 pub mod weights;

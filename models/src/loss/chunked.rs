@@ -162,18 +162,28 @@ impl CustomOp2 for ChunkedCe {
         let table = w;
         let (h, w) = (h.detach(), w.detach());
         let labels = self.labels.as_deref();
+        if !table.track_op() {
+            // A frozen table (the LLM's output head under the adapter or LoRA strategy).
+            let gh = if chunked_cpu::supported(&h) {
+                chunked_cpu::backward_input_only(&h, &w, &self.lse, grad, labels, self.chunk)?
+            } else {
+                chunked_cpu::generic::backward(&h, &w, &self.lse, grad, labels, self.chunk, false)?
+                    .0
+            };
+            return Ok((Some(gh), None));
+        }
         if let Some(sink) = &self.sink {
             let gh = sink.with_buffer(table, |buf| {
                 chunked_cpu::backward_into(&h, &w, &self.lse, grad, labels, self.chunk, buf)
             })?;
             return Ok((Some(gh), None));
         }
-        let (gh, gw) = if chunked_cpu::supported(&h) {
-            chunked_cpu::backward(&h, &w, &self.lse, grad, labels, self.chunk)?
-        } else {
-            chunked_cpu::generic::backward(&h, &w, &self.lse, grad, labels, self.chunk)?
-        };
-        Ok((Some(gh), Some(gw)))
+        if chunked_cpu::supported(&h) {
+            let (gh, gw) = chunked_cpu::backward(&h, &w, &self.lse, grad, labels, self.chunk)?;
+            return Ok((Some(gh), Some(gw)));
+        }
+        chunked_cpu::generic::backward(&h, &w, &self.lse, grad, labels, self.chunk, true)
+            .map(|(gh, gw)| (Some(gh), gw))
     }
 }
 
@@ -206,8 +216,11 @@ mod tests {
         let labels = [3u32, 0, 28, 3, 7, 7, 1];
         for l in [None, Some(&labels[..])] {
             let (ha, wa) = chunked_cpu::backward(&h, &w, &a, &g, l, 4).unwrap();
-            let (hb, wb) = chunked_cpu::generic::backward(&h, &w, &a, &g, l, 4).unwrap();
-            assert!(diff(&ha, &hb) < 1e-12 && diff(&wa, &wb) < 1e-12);
+            let (hb, wb) = chunked_cpu::generic::backward(&h, &w, &a, &g, l, 4, true).unwrap();
+            assert!(diff(&ha, &hb) < 1e-12 && diff(&wa, &wb.unwrap()) < 1e-12);
+            let hc = chunked_cpu::backward_input_only(&h, &w, &a, &g, l, 4).unwrap();
+            let (hd, wd) = chunked_cpu::generic::backward(&h, &w, &a, &g, l, 4, false).unwrap();
+            assert!(diff(&ha, &hc) < 1e-12 && diff(&ha, &hd) < 1e-12 && wd.is_none());
         }
     }
 }

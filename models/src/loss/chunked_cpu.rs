@@ -115,8 +115,37 @@ pub(super) fn backward_into<T: Elem>(
     chunk: usize,
     gw: &mut [T],
 ) -> Result<Tensor> {
+    backward_with(h, w, lse, g, labels, chunk, Some(gw))
+}
+
+/// `dh` alone, for a frozen table: the `[V, k]` gradient is neither built nor allocated.
+pub(super) fn backward_input_only(
+    h: &Tensor,
+    w: &Tensor,
+    lse: &Tensor,
+    g: &Tensor,
+    labels: Option<&[u32]>,
+    chunk: usize,
+) -> Result<Tensor> {
+    match h.dtype() {
+        DType::F32 => backward_with::<f32>(h, w, lse, g, labels, chunk, None),
+        _ => backward_with::<f64>(h, w, lse, g, labels, chunk, None),
+    }
+}
+
+fn backward_with<T: Elem>(
+    h: &Tensor,
+    w: &Tensor,
+    lse: &Tensor,
+    g: &Tensor,
+    labels: Option<&[u32]>,
+    chunk: usize,
+    mut gw: Option<&mut [T]>,
+) -> Result<Tensor> {
     let (v, k) = w.dims2()?;
-    if gw.len() != v * k {
+    if let Some(gw) = &gw
+        && gw.len() != v * k
+    {
         bail!(
             "chunked-cross-entropy: gradient buffer of {} for a [{v}, {k}] table",
             gw.len()
@@ -128,21 +157,25 @@ pub(super) fn backward_into<T: Elem>(
         let wc = w.narrow(0, c0, c)?;
         let p = scaled_probs_t::<T>(h, &wc, lse, g)?;
         gh = (gh + p.matmul(&wc)?)?;
-        let block = p.t()?.matmul(h)?;
-        with_slice(&block, |b: &[T]| {
-            for (o, &x) in gw[c0 * k..(c0 + c) * k].iter_mut().zip(b) {
-                *o += x;
-            }
-        })?;
+        if let Some(gw) = gw.as_deref_mut() {
+            let block = p.t()?.matmul(h)?;
+            with_slice(&block, |b: &[T]| {
+                for (o, &x) in gw[c0 * k..(c0 + c) * k].iter_mut().zip(b) {
+                    *o += x;
+                }
+            })?;
+        }
     }
     if let Some(labels) = labels {
         // Minus the one-hot target: dh_i -= g_i w_{y_i}, dw_{y_i} -= g_i h_i.
-        let gv = g.to_vec1::<T>()?;
-        let hv = h.to_vec2::<T>()?;
-        for ((&y, &gi), hi) in labels.iter().zip(&gv).zip(&hv) {
-            let row = &mut gw[y as usize * k..(y as usize + 1) * k];
-            for (o, &x) in row.iter_mut().zip(hi) {
-                *o -= gi * x;
+        if let Some(gw) = gw {
+            let gv = g.to_vec1::<T>()?;
+            let hv = h.to_vec2::<T>()?;
+            for ((&y, &gi), hi) in labels.iter().zip(&gv).zip(&hv) {
+                let row = &mut gw[y as usize * k..(y as usize + 1) * k];
+                for (o, &x) in row.iter_mut().zip(hi) {
+                    *o -= gi * x;
+                }
             }
         }
         let idx = Tensor::from_slice(labels, labels.len(), h.device())?;
@@ -187,7 +220,7 @@ pub(super) mod generic {
         }
     }
 
-    /// [`super::backward`] in tensor ops.
+    /// [`super::backward`] in tensor ops; `dW` only when `table_grad`.
     pub fn backward(
         h: &Tensor,
         w: &Tensor,
@@ -195,22 +228,29 @@ pub(super) mod generic {
         g: &Tensor,
         labels: Option<&[u32]>,
         chunk: usize,
-    ) -> Result<(Tensor, Tensor)> {
+        table_grad: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (v, k) = w.dims2()?;
         let mut gh = h.zeros_like()?;
         // Filled in place chunk by chunk: concatenating blocks would hold dW twice.
-        let mut gw = Tensor::zeros((v, k), w.dtype(), w.device())?;
+        let mut gw = table_grad
+            .then(|| Tensor::zeros((v, k), w.dtype(), w.device()))
+            .transpose()?;
         for c0 in (0..v).step_by(chunk) {
             let wc = w.narrow(0, c0, chunk.min(v - c0))?;
             let p = scaled_probs(h, &wc, lse, g)?;
             gh = (gh + p.matmul(&wc)?)?;
-            gw.slice_set(&p.t()?.matmul(h)?, 0, c0)?;
+            if let Some(gw) = &gw {
+                gw.slice_set(&p.t()?.matmul(h)?, 0, c0)?;
+            }
         }
         if let Some(labels) = labels {
             let idx = Tensor::from_slice(labels, labels.len(), h.device())?;
             let g = g.unsqueeze(1)?;
             gh = (gh - w.index_select(&idx, 0)?.broadcast_mul(&g)?)?;
-            gw = gw.index_add(&idx, &h.broadcast_mul(&g)?.neg()?, 0)?;
+            if let Some(t) = gw {
+                gw = Some(t.index_add(&idx, &h.broadcast_mul(&g)?.neg()?, 0)?);
+            }
         }
         Ok((gh, gw))
     }

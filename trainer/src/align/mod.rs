@@ -201,6 +201,20 @@ impl<'a> AlignStage<'a> {
                 params.numel(),
                 job.strategy
             );
+            let mut lengths: Vec<usize> = questions
+                .chats
+                .iter()
+                .map(|c| model.model.input_tokens(c))
+                .collect();
+            lengths.sort_unstable();
+            let mean = lengths.iter().sum::<usize>() as f64 / lengths.len() as f64;
+            eprintln!(
+                "align: LLM input tokens per question (text plus soft tokens): min {}, median {}, \
+                 mean {mean:.1}, max {}; batches are padded to their longest question",
+                lengths[0],
+                lengths[lengths.len() / 2],
+                lengths[lengths.len() - 1]
+            );
         }
         Ok(Self {
             job,
