@@ -345,3 +345,89 @@ fn baselines_join_the_report_with_distinct_answers_and_verdicts() {
     assert_eq!(vs_prior["questions"], 100);
     assert!(md.contains("oracle - prior = +"), "{md}");
 }
+
+/// Runs that answered another questions file than the evaluation one (here the validation
+/// split) get baseline rows over that same file, so their verdicts compare like with like;
+/// `uqa baseline --questions` answers a named file too.
+#[test]
+fn baselines_answer_the_questions_file_the_runs_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    ok(&[
+        "data",
+        "synth",
+        "--preset",
+        "tiny",
+        "--tokenizer",
+        "builtin",
+        "--out",
+        ds.to_str().unwrap(),
+    ]);
+    ok(&[
+        "qa-gen",
+        "--data",
+        ds.to_str().unwrap(),
+        "--eval-per-task",
+        "40",
+        "--valid-per-task",
+        "6",
+    ]);
+    let valid_file = ds.join("align_data_valid.arrow");
+    let valid: Vec<Value> = SequenceFile::open(&valid_file)
+        .unwrap()
+        .rows()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r.text().unwrap()).unwrap();
+            let answer = v[1]["content"].clone();
+            json!({"question": v[0]["content"], "prediction": answer, "answer": answer,
+                   "task": r.task().unwrap()})
+        })
+        .collect();
+    let evaluation = SequenceFile::open(ds.join("align_data_eval.arrow")).unwrap();
+    assert_ne!(valid.len(), evaluation.rows().count());
+    let model = write_run(dir.path(), "oracle", &valid, None);
+    std::fs::write(
+        model.join("run.json"),
+        json!({"name": "oracle", "questions": valid_file}).to_string(),
+    )
+    .unwrap();
+    let out = dir.path().join("rep");
+    ok(&[
+        "report",
+        "--out",
+        out.to_str().unwrap(),
+        model.to_str().unwrap(),
+    ]);
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert!(
+        report["questions"]
+            .as_str()
+            .unwrap()
+            .ends_with("align_data_valid.arrow"),
+        "{report}"
+    );
+    let prior = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "prior")
+        .unwrap();
+    assert_eq!(prior["scores"]["scored"], valid.len(), "{prior}");
+    // Paired over every question: the same file on both sides.
+    assert_eq!(report["comparisons"][0]["questions"], valid.len());
+
+    let run = dir.path().join("prior_valid");
+    ok(&[
+        "baseline",
+        "prior",
+        "--qa",
+        ds.to_str().unwrap(),
+        "--questions",
+        valid_file.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let answered = std::fs::read_to_string(run.join("predictions.jsonl")).unwrap();
+    assert_eq!(answered.lines().count(), valid.len());
+}

@@ -20,6 +20,10 @@ pub struct BaselineArgs {
     /// qa.json).
     #[arg(long)]
     qa: PathBuf,
+    /// The questions file to answer (default: the folder's align_data_eval.arrow), e.g. the
+    /// validation file of `uqa qa-gen --valid-per-task`.
+    #[arg(long)]
+    questions: Option<PathBuf>,
     /// The dataset folder (history only; default: the one qa.json records).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -29,7 +33,7 @@ pub struct BaselineArgs {
 }
 
 pub fn run(a: BaselineArgs) -> CliResult {
-    let run = baseline_predictions(a.kind, &a.qa, a.data.as_deref())?;
+    let run = baseline_predictions(a.kind, &a.qa, a.questions.as_deref(), a.data.as_deref())?;
     write_baseline_run(&run, &a.out)?;
     let scores = score_predictions(&run.predictions);
     println!(

@@ -99,8 +99,14 @@ fn absolute(p: &Path) -> String {
         .to_string()
 }
 
-/// The prior's answers to `qa_dir`'s evaluation questions, learnt from its training questions.
-pub fn prior_predictions(qa_dir: &Path) -> Result<BaselineRun> {
+/// The questions a baseline answers: `questions`, or else `qa_dir`'s evaluation file.
+fn questions_to_answer(qa_dir: &Path, questions: Option<&Path>) -> PathBuf {
+    questions.map_or_else(|| qa_dir.join(EVAL_FILE), Path::to_path_buf)
+}
+
+/// The prior's answers to `questions` (default: `qa_dir`'s evaluation file), learnt from
+/// `qa_dir`'s training questions.
+pub fn prior_predictions(qa_dir: &Path, questions: Option<&Path>) -> Result<BaselineRun> {
     let train_path = qa_dir.join(TRAIN_FILE);
     let train = read_questions(&train_path, false)?;
     if train.rows.is_empty() {
@@ -110,7 +116,7 @@ pub fn prior_predictions(qa_dir: &Path) -> Result<BaselineRun> {
         )));
     }
     let prior = Prior::fit(&train.rows);
-    let eval = read_questions(&qa_dir.join(EVAL_FILE), false)?;
+    let eval = read_questions(&questions_to_answer(qa_dir, questions), false)?;
     let mut answers_by = BTreeMap::new();
     let predictions = eval
         .rows
@@ -132,15 +138,20 @@ pub fn prior_predictions(qa_dir: &Path) -> Result<BaselineRun> {
     ))
 }
 
-/// The history rules' answers to `qa_dir`'s evaluation questions. The item catalog comes from
-/// `data_dir`, or else from the dataset recorded in `qa.json` ([`dataset_of`]).
-pub fn history_predictions(qa_dir: &Path, data_dir: Option<&Path>) -> Result<BaselineRun> {
+/// The history rules' answers to `questions` (default: `qa_dir`'s evaluation file). The item
+/// catalog comes from `data_dir`, or else from the dataset recorded in `qa.json`
+/// ([`dataset_of`]).
+pub fn history_predictions(
+    qa_dir: &Path,
+    questions: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<BaselineRun> {
     let data_dir = match data_dir {
         Some(d) => d.to_path_buf(),
         None => dataset_of(qa_dir)?,
     };
     let catalog = Dataset::open(&data_dir)?.catalog()?;
-    let eval = read_questions(&qa_dir.join(EVAL_FILE), true)?;
+    let eval = read_questions(&questions_to_answer(qa_dir, questions), true)?;
     let mut answers_by: BTreeMap<String, usize> = BTreeMap::new();
     let mut predictions = Vec::with_capacity(eval.rows.len());
     for r in &eval.rows {
@@ -201,11 +212,12 @@ fn finish(
 pub fn baseline_predictions(
     kind: BaselineKind,
     qa_dir: &Path,
+    questions: Option<&Path>,
     data_dir: Option<&Path>,
 ) -> Result<BaselineRun> {
     match kind {
-        BaselineKind::Prior => prior_predictions(qa_dir),
-        BaselineKind::History => history_predictions(qa_dir, data_dir),
+        BaselineKind::Prior => prior_predictions(qa_dir, questions),
+        BaselineKind::History => history_predictions(qa_dir, questions, data_dir),
     }
 }
 
@@ -357,7 +369,7 @@ mod tests {
                 qa(&Question::NextTitle, "t1"),
             ],
         );
-        let run = prior_predictions(dir.path()).unwrap();
+        let run = prior_predictions(dir.path(), None).unwrap();
         let answers: Vec<&str> = run
             .predictions
             .iter()

@@ -143,7 +143,7 @@ pub struct ReportOptions {
 /// Everything `uqa report` computed, saved as `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// The questions folder of the baseline rows (`None`: no baseline row, see `notes`).
+    /// The questions file the baseline rows answer (`None`: no baseline row, see `notes`).
     pub questions: Option<String>,
     /// What a reader must know: a missing questions folder, a baseline that could not run.
     pub notes: Vec<String>,
@@ -288,15 +288,19 @@ pub fn write_report_with(
             &r.not_asked,
         ));
     }
-    let (qa_dir, mut notes) = baselines::questions_folder(runs, options.qa.as_deref());
-    if let Some(dir) = &qa_dir {
+    let (questions, mut notes) = baselines::questions_for(runs, options.qa.as_deref());
+    if let Some(questions) = &questions {
         // A baseline given as a run folder is not computed again.
         let present: Vec<String> = runs
             .iter()
             .filter_map(|r| r.baseline.map(|b| b.name().to_string()))
             .collect();
-        let (computed, more) =
-            baselines::compute(dir, options.data.as_deref(), options.qa.is_some(), &present)?;
+        let (computed, more) = baselines::compute(
+            questions,
+            options.data.as_deref(),
+            options.qa.is_some(),
+            &present,
+        )?;
         notes.extend(more);
         entries.extend(computed.into_iter().map(baseline_entry));
     }
@@ -330,13 +334,18 @@ pub fn write_report_with(
     md.push_str(
         "micro-averaged over samples for the group (SU, Act, Int) and overall (All) columns.\n\n",
     );
-    match &qa_dir {
-        Some(dir) => md.push_str(&format!(
+    let answered = questions.as_ref().map(|q| {
+        q.file
+            .clone()
+            .unwrap_or_else(|| q.qa_dir.join(crate::qa::generate::EVAL_FILE))
+    });
+    match &answered {
+        Some(file) => md.push_str(&format!(
             "Baselines answer the questions of `{}`: `prior` gives each question the most \
              frequent training answer of its template, `history` applies fixed rules to the \
              context sequence (DF, MF and LI are defined on the context, so it scores 100 \
              there by construction; docs/TASKS.md).\n\n",
-            dir.display()
+            file.display()
         )),
         None => md.push_str("No baseline rows (see the notes).\n\n"),
     }
@@ -493,7 +502,7 @@ pub fn write_report_with(
     }
 
     let report = Report {
-        questions: qa_dir.map(|d| d.display().to_string()),
+        questions: answered.map(|f| f.display().to_string()),
         notes,
         runs: entries.into_iter().map(|e| e.scores).collect(),
         comparisons,
