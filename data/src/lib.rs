@@ -8,6 +8,7 @@
 pub mod assets;
 pub mod atomic;
 pub mod batch;
+pub mod bench;
 pub mod build;
 pub mod catalog;
 pub mod dataset;

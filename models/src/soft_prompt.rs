@@ -12,7 +12,7 @@ use crate::embedder::mask_tensor;
 use crate::error::{CandleContext, ModelError, Result};
 use crate::llm::chat::EncodedChat;
 use crate::llm::generate::{GenerateConfig, greedy};
-use crate::llm::{CausalLm, Mode, Padding, TokenMask};
+use crate::llm::{CausalLm, Mode, Padding, TokenMask, pad_rows};
 use crate::loss::LossSum;
 use crate::loss::chunked::chunked_cross_entropy_sum;
 use crate::pretrain::PretrainModel;
@@ -97,7 +97,6 @@ impl SoftPromptModel {
     ) -> Result<Assembled> {
         let lm = &self.lm;
         let dev = lm.device();
-        let d = lm.config().hidden_size;
         let mut rows = Vec::with_capacity(chats.len());
         for (r, chat) in chats.iter().enumerate() {
             let ids = Tensor::new(chat.ids.as_slice(), dev)
@@ -128,28 +127,8 @@ impl SoftPromptModel {
             };
             rows.push(row);
         }
-        let lengths: Vec<usize> = rows.iter().map(|r| r.dim(0).unwrap_or(0)).collect();
-        let max = lengths.iter().copied().max().unwrap_or(0);
-        let padded = rows
-            .into_iter()
-            .map(|row| {
-                let n = row.dim(0)?;
-                if n == max {
-                    return Ok(row);
-                }
-                let pad = Tensor::zeros((max - n, d), row.dtype(), dev)?;
-                match padding {
-                    Padding::Right => Tensor::cat(&[&row, &pad], 0),
-                    Padding::Left => Tensor::cat(&[&pad, &row], 0),
-                }
-            })
-            .collect::<candle_core::Result<Vec<_>>>()
-            .ctx("padding the batch")?;
-        let x = Tensor::stack(&padded, 0).ctx("stacking the batch")?;
-        Ok(Assembled {
-            x,
-            mask: TokenMask::from_lengths(&lengths, padding),
-        })
+        let (x, mask) = pad_rows(&rows, padding).ctx("padding the batch")?;
+        Ok(Assembled { x, mask })
     }
 
     /// Summed next-token cross-entropy over the target tokens of `chats` and their count. Each

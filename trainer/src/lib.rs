@@ -5,6 +5,7 @@
 //! evaluation (`eval`).
 
 pub mod align;
+pub mod bench_step;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;

@@ -134,6 +134,31 @@ impl TokenMask {
     }
 }
 
+/// Rows `[n_i, d]` padded with zeros to the longest on `padding`'s side and stacked,
+/// `[B, max n_i, d]`, with their mask.
+pub fn pad_rows(rows: &[Tensor], padding: Padding) -> Result<(Tensor, TokenMask)> {
+    let lengths: Vec<usize> = rows.iter().map(|r| r.dim(0)).collect::<Result<_>>()?;
+    let max = lengths.iter().copied().max().unwrap_or(0);
+    let padded = rows
+        .iter()
+        .zip(&lengths)
+        .map(|(row, &n)| {
+            if n == max {
+                return Ok(row.clone());
+            }
+            let pad = Tensor::zeros((max - n, row.dim(1)?), row.dtype(), row.device())?;
+            match padding {
+                Padding::Right => Tensor::cat(&[row, &pad], 0),
+                Padding::Left => Tensor::cat(&[&pad, row], 0),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((
+        Tensor::stack(&padded, 0)?,
+        TokenMask::from_lengths(&lengths, padding),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod config;
 mod frozen_layer;
 pub mod generate;
+pub mod generate_bench;
 pub mod mask;
 pub mod weights;
 
@@ -13,5 +14,5 @@ pub use causal_lm::{CausalLm, KvCache, LoraConfig, Mode};
 pub use chat::{ChatFormat, EncodedChat, QWEN_SYSTEM_PROMPT, Turn, parse_chat};
 pub use config::{Architecture, LlmConfig};
 pub use generate::{GenerateConfig, greedy};
-pub use mask::{Padding, TokenMask};
+pub use mask::{Padding, TokenMask, pad_rows};
 pub use weights::{GgufFile, check_tokenizer, expected_tensors, load_hf_dir, load_hf_weights};
