@@ -1,0 +1,25 @@
+//! uqa-pipeline: the pipeline's stages run end to end, each through the command a user would
+//! type (`uqa launch ... -- uqa pretrain ...`), so a pipeline exercises exactly what users run.
+//!
+//! - [`quickstart`]: synthetic data -> questions -> Trm++ pre-training -> alignment of the
+//!   trained and the untrained encoder -> evaluation -> report with baselines and verdicts.
+
+pub mod quickstart;
+
+/// Why a pipeline stopped, naming the stage.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Data(#[from] uqa_data::DataError),
+    #[error(transparent)]
+    Eval(#[from] uqa_evaluator::EvalError),
+    #[error("stage `uqa {command}` failed ({status})")]
+    Stage { command: String, status: String },
+}
+
+pub type Result<T> = std::result::Result<T, PipelineError>;
