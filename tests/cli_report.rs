@@ -30,8 +30,10 @@ fn ok(args: &[&str]) -> String {
 }
 
 /// (question, answer, task) of the evaluation questions of a tiny dataset.
-fn questions(dir: &Path) -> Vec<(String, String, String)> {
+/// A tiny dataset in `dir/ds` with its questions written beside it (`qa_gen` adds flags).
+fn tiny_questions(dir: &Path, qa_gen: &[&str]) -> std::path::PathBuf {
     let ds = dir.join("ds");
+    let ds_arg = ds.to_str().unwrap();
     ok(&[
         "data",
         "synth",
@@ -40,15 +42,16 @@ fn questions(dir: &Path) -> Vec<(String, String, String)> {
         "--tokenizer",
         "builtin",
         "--out",
-        ds.to_str().unwrap(),
+        ds_arg,
     ]);
-    ok(&[
-        "qa-gen",
-        "--data",
-        ds.to_str().unwrap(),
-        "--eval-per-task",
-        "40",
-    ]);
+    let mut args = vec!["qa-gen", "--data", ds_arg, "--eval-per-task", "40"];
+    args.extend_from_slice(qa_gen);
+    ok(&args);
+    ds
+}
+
+fn questions(dir: &Path) -> Vec<(String, String, String)> {
+    let ds = tiny_questions(dir, &[]);
     let f = SequenceFile::open(ds.join("align_data_eval.arrow")).unwrap();
     f.rows()
         .map(|r| {
@@ -352,26 +355,7 @@ fn baselines_join_the_report_with_distinct_answers_and_verdicts() {
 #[test]
 fn baselines_answer_the_questions_file_the_runs_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let ds = dir.path().join("ds");
-    ok(&[
-        "data",
-        "synth",
-        "--preset",
-        "tiny",
-        "--tokenizer",
-        "builtin",
-        "--out",
-        ds.to_str().unwrap(),
-    ]);
-    ok(&[
-        "qa-gen",
-        "--data",
-        ds.to_str().unwrap(),
-        "--eval-per-task",
-        "40",
-        "--valid-per-task",
-        "6",
-    ]);
+    let ds = tiny_questions(dir.path(), &["--valid-per-task", "6"]);
     let valid_file = ds.join("align_data_valid.arrow");
     let valid: Vec<Value> = SequenceFile::open(&valid_file)
         .unwrap()
