@@ -51,10 +51,11 @@ impl KvCache {
     }
 }
 
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+/// RMS norm; [`Mode::Infer`] takes candle's fused kernel (no backward; none for f64).
+pub(super) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     match mode {
-        Mode::Infer => candle_nn::ops::rms_norm(x, weight, eps as f32),
-        Mode::Train => {
+        Mode::Infer if x.dtype() != DType::F64 => candle_nn::ops::rms_norm(x, weight, eps as f32),
+        _ => {
             let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
             frozen::broadcast_mul(&x.broadcast_div(&(ms + eps)?.sqrt()?)?, weight)
         }
@@ -100,7 +101,7 @@ fn rope_tables(
     ))
 }
 
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+pub(super) fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let half = x.dim(D::Minus1)? / 2;
     let x1 = x.narrow(D::Minus1, 0, half)?;
     let x2 = x.narrow(D::Minus1, half, half)?;

@@ -27,7 +27,9 @@
 
 use candle_core::{D, Result, Tensor};
 
-use crate::frozen::input_grad_only;
+use super::Mode;
+use super::causal_lm::{apply_rope, rms_norm};
+use crate::frozen::{input_grad_only, linear};
 
 /// The weights of one decoder layer (shared with the layer, not copied).
 #[derive(Clone)]
@@ -64,7 +66,8 @@ struct Saved {
     up: Tensor,
 }
 
-/// `x @ m` over the last dimension of `x`, as one matrix product (`m: [k, n]`, any layout).
+/// `x @ m` over the last dimension of `x`, as one matrix product (`m: [k, n]`): the backward's
+/// products with untransposed weights.
 fn mm(x: &Tensor, m: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
     let k = dims[dims.len() - 1];
@@ -74,25 +77,7 @@ fn mm(x: &Tensor, m: &Tensor) -> Result<Tensor> {
     x.reshape((rows, k))?.matmul(m)?.reshape(out)
 }
 
-fn project(x: &Tensor, (w, b): &(Tensor, Option<Tensor>)) -> Result<Tensor> {
-    let y = mm(x, &w.t()?)?;
-    match b {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
-}
-
-fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let half = x.dim(D::Minus1)? / 2;
-    let (a, b) = (
-        x.narrow(D::Minus1, 0, half)?,
-        x.narrow(D::Minus1, half, half)?,
-    );
-    let rotated = Tensor::cat(&[&b.neg()?, &a], D::Minus1)?;
-    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
-}
-
-/// The transpose of [`rotate`] (its inverse, too: a rotation).
+/// The transpose of [`apply_rope`] (its inverse, too: a rotation).
 fn rotate_back(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let s = dy.broadcast_mul(sin)?;
     let half = s.dim(D::Minus1)? / 2;
@@ -101,15 +86,6 @@ fn rotate_back(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         s.narrow(D::Minus1, half, half)?,
     );
     dy.broadcast_mul(cos)? + Tensor::cat(&[&b, &a.neg()?], D::Minus1)?
-}
-
-/// candle's fused kernel where it has one (not for f64), the formula otherwise.
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    if x.dtype() == candle_core::DType::F64 {
-        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-        return x.broadcast_mul(&r)?.broadcast_mul(w);
-    }
-    candle_nn::ops::rms_norm(x, w, eps as f32)
 }
 
 fn rms_norm_backward(x: &Tensor, w: &Tensor, dy: &Tensor, eps: f64) -> Result<Tensor> {
@@ -159,15 +135,19 @@ impl FrozenLayer {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let n1 = rms_norm(&xr, &self.input_norm, self.eps)?;
-        let q = rotate(&heads(project(&n1, &self.q)?, self.heads)?, cos, sin)?.reshape((
-            b,
-            kv,
-            rep * t,
-            hd,
-        ))?;
-        let k = rotate(&heads(project(&n1, &self.k)?, kv)?, cos, sin)?;
-        let v = heads(project(&n1, &self.v)?, kv)?;
+        let n1 = rms_norm(&xr, &self.input_norm, self.eps, Mode::Infer)?;
+        let q = apply_rope(
+            &heads(linear(&n1, &self.q.0, self.q.1.as_ref())?, self.heads)?,
+            cos,
+            sin,
+        )?
+        .reshape((b, kv, rep * t, hd))?;
+        let k = apply_rope(
+            &heads(linear(&n1, &self.k.0, self.k.1.as_ref())?, kv)?,
+            cos,
+            sin,
+        )?;
+        let v = heads(linear(&n1, &self.v.0, self.v.1.as_ref())?, kv)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?
             .reshape((b, kv, rep, t, t))?
@@ -179,12 +159,12 @@ impl FrozenLayer {
             .transpose(1, 2)?
             .reshape((b * t, self.heads * hd))?
             .index_select(real, 0)?;
-        let h1 = (&xr + mm(&attn, &self.o.t()?)?)?;
-        let n2 = rms_norm(&h1, &self.post_attn_norm, self.eps)?;
-        let gate = mm(&n2, &self.gate.t()?)?;
-        let up = mm(&n2, &self.up.t()?)?;
+        let h1 = (&xr + linear(&attn, &self.o, None)?)?;
+        let n2 = rms_norm(&h1, &self.post_attn_norm, self.eps, Mode::Infer)?;
+        let gate = linear(&n2, &self.gate, None)?;
+        let up = linear(&n2, &self.up, None)?;
         let m = (gate.silu()? * &up)?;
-        let delta = ((&h1 + mm(&m, &self.down.t()?)?)? - &xr)?;
+        let delta = ((&h1 + linear(&m, &self.down, None)?)? - &xr)?;
         let out = flat.index_add(real, &delta, 0)?.reshape((b, t, d))?;
         let saved = Saved {
             x: xr,
