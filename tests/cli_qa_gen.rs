@@ -10,7 +10,7 @@ use serde_json::Value;
 use uqa_data::dataset::Dataset;
 use uqa_data::reader::SequenceFile;
 use uqa_data::schema::Feature;
-use uqa_evaluator::qa::Task;
+use uqabench::qa::Task;
 
 fn uqa(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_uqa"))

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use uqa_data::reader::SequenceFile;
-use uqa_evaluator::qa::Task;
+use uqabench::qa::Task;
 
 fn uqa(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_uqa"))

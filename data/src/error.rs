@@ -105,11 +105,21 @@ pub enum DataError {
     #[error("tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
 
+    /// A conversation of the chat JSON is malformed; the caller adds the file and row.
+    #[error("chat: {reason}")]
+    Chat { reason: String },
+
     #[error("{0}")]
     Invalid(String),
 }
 
 impl DataError {
+    pub(crate) fn chat(reason: impl Into<String>) -> Self {
+        Self::Chat {
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod bench;
 pub mod build;
 pub mod catalog;
+pub mod chat;
 pub mod dataset;
 pub mod error;
 pub mod movielens;

@@ -16,17 +16,20 @@ use serde::{Deserialize, Serialize};
 use uqa_comm::{Replicas, Runtime};
 use uqa_data::atomic::write_atomic;
 use uqa_data::batch::collate;
+use uqa_models::aligned::{
+    AlignModel, AlignedSpec, PromptConfig, QuestionSet, Render, encoder_config, load_aligned,
+    load_questions,
+};
 use uqa_models::llm::GenerateConfig;
 use uqa_models::llm::chat::EncodedChat;
-use uqa_trainer::align::{PromptConfig, Render, load_aligned, load_questions};
 
 use crate::error::{EvalError, Result};
-use crate::qa::Lang;
-use crate::qa::ctr::answers;
-use crate::report::{PREDICTIONS_FILE, RUN_FILE, RunInfo};
-use crate::score::ctr::{CtrMetrics, ctr_metrics, yes_probability};
-use crate::score::predictions::Prediction;
-use crate::score::{ScoreReport, score_file};
+use uqabench::qa::Lang;
+use uqabench::qa::ctr::answers;
+use uqabench::report::{PREDICTIONS_FILE, RUN_FILE, RunInfo, SkippedRow};
+use uqabench::score::ctr::{CtrMetrics, ctr_metrics, yes_probability};
+use uqabench::score::predictions::Prediction;
+use uqabench::score::{ScoreReport, score_file};
 
 /// What `uqa eval` is asked to do.
 #[derive(Debug, Clone)]
@@ -82,16 +85,6 @@ pub struct EvalSummary {
     pub generated_tokens: usize,
 }
 
-/// A question file row that was not answered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SkippedRow {
-    pub row: usize,
-    pub reason: String,
-    /// The row's `task` column, when it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-}
-
 /// One rank's answers, as gathered.
 #[derive(Serialize, Deserialize)]
 struct Answer {
@@ -119,7 +112,14 @@ pub fn evaluate_with(job: &EvalJob, replicas: &mut Replicas) -> Result<Option<Ev
         .clone()
         .unwrap_or_else(|| align.data.qa_dir.join(&align.data.eval_file));
     let started = Instant::now();
-    let set = load_questions(&align, &m, &dataset, &file, Render::Prompt, job.limit)?;
+    let set = load_questions(
+        &align.prompt,
+        &m,
+        &dataset,
+        &file,
+        Render::Prompt,
+        job.limit,
+    )?;
     if set.is_empty() {
         let first = set
             .skipped
@@ -289,9 +289,9 @@ struct Scored {
 fn ctr(
     job: &EvalJob,
     replicas: &mut Replicas,
-    align: &uqa_trainer::AlignJob,
-    m: &uqa_trainer::align::AlignModel,
-    set: &uqa_trainer::align::QuestionSet,
+    align: &AlignedSpec,
+    m: &AlignModel,
+    set: &QuestionSet,
     file: &Path,
     soft: bool,
     started: Instant,
@@ -428,8 +428,8 @@ fn encoder_params(prompt: &PromptConfig) -> Option<f64> {
     let PromptConfig::Soft { encoder, .. } = prompt else {
         return None;
     };
-    let job = uqa_trainer::PretrainJob::load(&encoder.join("config.toml"), &[]).ok()?;
-    Some(job.model.encoder.param_count() as f64)
+    let model = encoder_config(encoder).ok()?;
+    Some(model.encoder.param_count() as f64)
 }
 
 /// Where `uqa eval` writes by default.

@@ -12,9 +12,12 @@ pub enum EvalError {
     #[error(transparent)]
     Comm(#[from] uqa_comm::CommError),
 
-    /// Boxed: the trainer's error is large and most evaluator paths never produce it.
     #[error(transparent)]
-    Train(Box<uqa_trainer::TrainError>),
+    Qa(#[from] uqabench::QaError),
+
+    /// Boxed: the model's error is large and most evaluator paths never produce it.
+    #[error(transparent)]
+    Model(Box<uqa_models::ModelError>),
 
     #[error("{path}: {source}")]
     Io {
@@ -34,9 +37,9 @@ pub enum EvalError {
     Invalid(String),
 }
 
-impl From<uqa_trainer::TrainError> for EvalError {
-    fn from(e: uqa_trainer::TrainError) -> Self {
-        EvalError::Train(Box::new(e))
+impl From<uqa_models::ModelError> for EvalError {
+    fn from(e: uqa_models::ModelError) -> Self {
+        EvalError::Model(Box::new(e))
     }
 }
 

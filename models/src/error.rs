@@ -45,6 +45,18 @@ pub enum ModelError {
         tokenizer_vocab: usize,
         model_vocab: usize,
     },
+    /// A run's checkpoints are missing, damaged or do not fit the model.
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// A dataset, question file or tokenizer could not be read.
+    #[error(transparent)]
+    Data(#[from] uqa_data::DataError),
+    /// A configuration is invalid as a whole (which file and key are in the message).
+    #[error("{0}")]
+    Invalid(String),
     /// A tensor operation failed; `context` names the module and step.
     #[error("{context}: {source}")]
     Candle {

@@ -13,6 +13,8 @@
 //! uses differentiable candle ops only (see DESIGN.md "Known traps" and `layers`).
 
 pub mod adapter;
+pub mod aligned;
+pub mod checkpoint;
 pub mod embedder;
 pub mod encoder;
 pub mod error;

@@ -87,10 +87,15 @@ fn chats() -> Vec<EncodedChat> {
 #[test]
 fn loss_counts_targets_and_trains_only_the_adapter() {
     for (adapter, placement) in [
-        (AdapterConfig::MeanPool { recent: 0 }, Placement::Start),
+        (AdapterConfig::default(), Placement::Start),
+        (AdapterConfig::default(), Placement::AfterSystem),
         (
-            AdapterConfig::MeanPool { recent: 0 },
-            Placement::AfterSystem,
+            AdapterConfig::MeanPool {
+                recent: 2,
+                pooled: 2,
+                hidden: 16,
+            },
+            Placement::Start,
         ),
         (
             AdapterConfig::QFormer {
@@ -151,12 +156,7 @@ fn loss_counts_targets_and_trains_only_the_adapter() {
 #[test]
 fn batched_generation_equals_one_row_at_a_time() {
     let (avm, evm) = (VarMap::new(), VarMap::new());
-    let m = model(
-        &AdapterConfig::MeanPool { recent: 0 },
-        Placement::Start,
-        &avm,
-        &evm,
-    );
+    let m = model(&AdapterConfig::default(), Placement::Start, &avm, &evm);
     let seq = batch(&[4, 2, 5], 5, 3);
     let prompts: Vec<EncodedChat> = [vec![1u32, 5, 6], vec![1, 7], vec![1, 8, 9, 10, 11]]
         .into_iter()

@@ -3,8 +3,12 @@
 //!
 //! - [`quickstart`]: synthetic data -> questions -> Trm++ pre-training -> alignment of the
 //!   trained and the untrained encoder -> evaluation -> report with baselines and verdicts.
+//! - [`study`]: a study file's elements (points of its axes), each through the same stages,
+//!   run locally with resume, and reported in the paper's layout.
 
 pub mod quickstart;
+pub mod study;
+pub mod uqa_exe;
 
 /// Why a pipeline stopped, naming the stage.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +21,13 @@ pub enum PipelineError {
     #[error(transparent)]
     Data(#[from] uqa_data::DataError),
     #[error(transparent)]
-    Eval(#[from] uqa_evaluator::EvalError),
+    Qa(#[from] uqabench::QaError),
+    /// A study file or folder is invalid; `reason` names the key, axis or value.
+    #[error("{}: {reason}", path.display())]
+    Study {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("stage `uqa {command}` failed ({status})")]
     Stage { command: String, status: String },
 }

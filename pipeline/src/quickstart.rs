@@ -6,15 +6,15 @@
 //! `configs/quickstart/` (embedded, written beside the outputs).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use uqa_data::build::{TokenizerChoice, build_synthetic};
 use uqa_data::dataset::DatasetMeta;
 use uqa_data::synth::SynthSpec;
-use uqa_evaluator::qa::{Lang, QaGenConfig, QaGenReport, generate};
-use uqa_evaluator::report::{Report, Run, write_report};
+use uqabench::qa::{Lang, QaGenConfig, QaGenReport, generate};
+use uqabench::report::{Report, Run, write_report};
 
+use crate::uqa_exe::{UqaExe, overrides, set_path};
 use crate::{PipelineError, Result};
 
 const DATA_TOML: &str = include_str!("../../configs/quickstart/data.toml");
@@ -79,6 +79,10 @@ impl Quickstart {
     /// Runs every stage; `uqa` is the executable the training and evaluation stages run.
     pub fn run(&self, uqa: &Path, mut progress: impl FnMut(Progress)) -> Result<Outcome> {
         let start = Instant::now();
+        let exe = UqaExe {
+            path: uqa.to_path_buf(),
+            nproc: self.nproc,
+        };
         let stage = |progress: &mut dyn FnMut(Progress), index: usize, what: String| {
             progress(Progress::Stage {
                 index,
@@ -107,7 +111,7 @@ impl Quickstart {
             ),
         );
         let spec = SynthSpec::from_toml_file(&data_toml)?;
-        let corpus = uqa_evaluator::qa::corpus::tokenizer_corpus();
+        let corpus = uqabench::qa::corpus::tokenizer_corpus();
         let meta = build_synthetic(
             &data,
             &spec,
@@ -156,11 +160,11 @@ impl Quickstart {
             ),
         );
         let mut args = vec!["pretrain".into(), "--config".into(), shown(&pretrain_toml)];
-        args.extend(set("data.dir", &data));
-        args.extend(set("train.out", &encoder));
+        args.extend(set_path("data.dir", &data));
+        args.extend(set_path("train.out", &encoder));
         args.extend(["--set".into(), format!("train.seed={}", self.seed)]);
         args.extend(overrides(&self.pretrain_set));
-        self.launch(uqa, &args)?;
+        exe.launch(&args)?;
 
         // The trained encoder's prompt and the untrained encoder's (same initial weights, no
         // pre-training): the comparison the quickstart exists to show.
@@ -178,14 +182,14 @@ impl Quickstart {
                 ),
             );
             let mut args = vec!["align".into(), "--config".into(), shown(&align_toml)];
-            args.extend(set("data.dataset", &data));
-            args.extend(set("data.qa_dir", &questions));
-            args.extend(set("prompt.encoder", &encoder));
-            args.extend(set("train.out", &run));
+            args.extend(set_path("data.dataset", &data));
+            args.extend(set_path("data.qa_dir", &questions));
+            args.extend(set_path("prompt.encoder", &encoder));
+            args.extend(set_path("train.out", &run));
             args.extend(["--set".into(), format!("prompt.untrained={untrained}")]);
             args.extend(["--set".into(), format!("train.seed={}", self.seed)]);
             args.extend(overrides(&self.align_set));
-            self.launch(uqa, &args)?;
+            exe.launch(&args)?;
             aligned.push((name.to_string(), run));
         }
         for (i, ((name, run), shown_as)) in aligned.iter().zip([TRAINED, UNTRAINED]).enumerate() {
@@ -208,7 +212,7 @@ impl Quickstart {
                 "--max-new-tokens".into(),
                 self.max_new_tokens.to_string(),
             ];
-            self.launch(uqa, &args)?;
+            exe.launch(&args)?;
         }
 
         let report_dir = out.join("report");
@@ -220,7 +224,7 @@ impl Quickstart {
         let located = aligned
             .iter()
             .map(|(_, run)| Run::locate(&run.join("eval")))
-            .collect::<uqa_evaluator::Result<Vec<_>>>()?;
+            .collect::<uqabench::Result<Vec<_>>>()?;
         // The report adds the prior and history baselines of the same questions by itself.
         let (report, written) = write_report(&located, &report_dir)?;
         Ok(Outcome {
@@ -234,25 +238,6 @@ impl Quickstart {
             elapsed: start.elapsed(),
         })
     }
-
-    /// Runs `uqa ARGS...` on `nproc` ranks through `uqa launch`, or directly on one.
-    fn launch(&self, uqa: &Path, args: &[String]) -> Result<()> {
-        let mut cmd = Command::new(uqa);
-        if self.nproc > 1 {
-            cmd.args(["launch", "--standalone", "--nproc-per-node"])
-                .arg(self.nproc.to_string())
-                .arg("--")
-                .arg(uqa);
-        }
-        let status = cmd.args(args).status().map_err(|e| io(uqa, e))?;
-        if !status.success() {
-            return Err(PipelineError::Stage {
-                command: args.join(" "),
-                status: status.to_string(),
-            });
-        }
-        Ok(())
-    }
 }
 
 fn io(path: &Path, source: std::io::Error) -> PipelineError {
@@ -264,14 +249,6 @@ fn io(path: &Path, source: std::io::Error) -> PipelineError {
 
 fn shown(p: &Path) -> String {
     p.display().to_string()
-}
-
-fn overrides(sets: &[String]) -> impl Iterator<Item = String> + '_ {
-    sets.iter().flat_map(|s| ["--set".to_string(), s.clone()])
-}
-
-fn set(key: &str, path: &Path) -> [String; 2] {
-    ["--set".into(), format!("{key}=\"{}\"", path.display())]
 }
 
 fn write_config(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {

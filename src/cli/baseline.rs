@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use uqa_evaluator::baseline::{BaselineKind, baseline_predictions, write_baseline_run};
-use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
-use uqa_evaluator::score::score_predictions;
+use uqabench::baseline::{BaselineKind, baseline_predictions, write_baseline_run};
+use uqabench::report::tables::{Averaging, Rule, table2_markdown};
+use uqabench::score::score_predictions;
 
 use super::CliResult;
 

@@ -134,7 +134,7 @@ fn synth(a: SynthArgs) -> CliResult {
     } else {
         &a.preset
     };
-    let corpus = uqa_evaluator::qa::corpus::tokenizer_corpus();
+    let corpus = uqabench::qa::corpus::tokenizer_corpus();
     let meta = build_synthetic(out, &spec, preset, a.seed, &a.tokenizer, &corpus, a.force)?;
     eprintln!(
         "generated {} in {:.1} s (preset {preset}, seed {}, tokenizer {})",
@@ -154,7 +154,7 @@ fn movielens(a: MovielensArgs) -> CliResult {
         max_len: a.max_len.unwrap_or(defaults.max_len),
         ..defaults
     };
-    let corpus = uqa_evaluator::qa::corpus::tokenizer_corpus();
+    let corpus = uqabench::qa::corpus::tokenizer_corpus();
     let meta = import_movielens(&a.dir, &a.out, &config, &a.tokenizer, &corpus, a.force)?;
     eprintln!(
         "imported {} into {} in {:.1} s",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use uqa_comm::{DeviceRequest, Runtime};
 use uqa_evaluator::answer::{EvalJob, EvalOutcome, evaluate};
-use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
+use uqabench::report::tables::{Averaging, Rule, table2_markdown};
 
 use super::CliResult;
 use super::numbers::{MAX_NEW_TOKENS, u64_in, usize_in};

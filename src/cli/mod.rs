@@ -17,6 +17,7 @@ mod pretrain;
 mod qa_gen;
 mod quickstart;
 mod report;
+mod study;
 
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -67,6 +68,10 @@ pub enum Command {
     /// by side, with prior and history baseline rows, distinct answers per sub-task and paired
     /// bootstrap verdicts.
     Report(report::ReportArgs),
+    /// Studies: the paper's tables as sweeps over encoders, sizes, lengths, side information,
+    /// objectives, adapters, strategies and prompts (`uqa study run`, `uqa study report`).
+    #[command(subcommand)]
+    Study(study::StudyCommand),
     /// Launch ranks like torchrun: same flags (--nproc-per-node, --nnodes, --node-rank,
     /// --master-addr, --master-port, --standalone, --max-restarts) and the same environment
     /// (RANK, LOCAL_RANK, WORLD_SIZE, ...); rank-prefixed output, gang teardown, restarts.
@@ -89,6 +94,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Report(a) => report::run(a),
         Command::Launch(a) => Ok(uqa_launcher::run(a)),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Study(cmd) => study::run(cmd),
     }
 }
 

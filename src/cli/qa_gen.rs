@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use uqa_evaluator::qa::{CtrConfig, Lang, QaGenConfig, Task, generate, generate_ctr};
+use uqabench::qa::{CtrConfig, Lang, QaGenConfig, Task, generate, generate_ctr};
 
 use super::CliResult;
 use super::numbers::usize_in;

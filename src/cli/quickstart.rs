@@ -8,12 +8,12 @@ use std::process::ExitCode;
 
 use clap::Args;
 use uqa_data::build::TokenizerChoice;
-use uqa_evaluator::qa::Task;
-use uqa_evaluator::report::Report;
-use uqa_evaluator::report::tables::counts_markdown;
-use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
 use uqa_launcher::args::MAX_NPROC_PER_NODE;
 use uqa_pipeline::quickstart::{Progress, Quickstart, TRAINED};
+use uqabench::qa::Task;
+use uqabench::report::Report;
+use uqabench::report::tables::counts_markdown;
+use uqabench::report::tables::{Averaging, Rule, table2_markdown};
 
 use super::CliResult;
 use super::numbers::{MAX_NEW_TOKENS, usize_in};

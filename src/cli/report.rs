@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use uqa_evaluator::report::tables::{Averaging, Rule, table2_markdown};
-use uqa_evaluator::report::{ReportOptions, Run, write_report_with};
+use uqabench::report::tables::{Averaging, Rule, table2_markdown};
+use uqabench::report::{Report, ReportOptions, Run, write_report_with};
 
 use super::CliResult;
 
@@ -51,6 +51,16 @@ pub fn run(a: ReportArgs) -> CliResult {
         compare: a.compare,
     };
     let (report, written) = write_report_with(&runs, &options, &a.out)?;
+    print_tables(&report);
+    println!();
+    for p in written {
+        println!("wrote {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Table 2 (prefix rule, micro), rows not scored, notes and verdicts, on stdout.
+pub fn print_tables(report: &Report) {
     let scored: Vec<_> = report
         .runs
         .iter()
@@ -79,9 +89,4 @@ pub fn run(a: ReportArgs) -> CliResult {
             println!("{}", c.verdict);
         }
     }
-    println!();
-    for p in written {
-        println!("wrote {}", p.display());
-    }
-    Ok(ExitCode::SUCCESS)
 }

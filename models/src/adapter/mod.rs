@@ -2,7 +2,7 @@
 //!
 //! - [`MeanPool`] (the reference default): a linear map of every position, averaged over the
 //!   valid positions: one soft token; optionally followed by the last `recent` states (`recent`
-//!   more tokens).
+//!   more tokens), optionally pooled through nonlinear layers (`hidden`) into several tokens (`pooled`).
 //! - [`QFormer`] (the paper's alternative): `k` learned queries cross-attending to the states:
 //!   `k` soft tokens (16 by default).
 
@@ -13,7 +13,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-pub use mean_pool::MeanPool;
+pub use mean_pool::{MeanPool, MeanPoolShape};
 pub use qformer::QFormer;
 
 use crate::error::{CandleContext, ModelError, Result};
@@ -26,6 +26,14 @@ pub enum AdapterConfig {
         /// Also emit the last `recent` states as soft tokens (0, the reference: the mean only).
         #[serde(default, skip_serializing_if = "is_zero")]
         recent: usize,
+        /// Soft tokens from the pooled history (1, the reference).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        pooled: usize,
+        /// Width of the deep-sets pooling: a GELU layer on every state before the mean and one
+        /// after it (0, the reference: the mean of a linear map). Nonlinear features averaged over
+        /// the history can count what was clicked, where a linear mean of narrow states cannot.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        hidden: usize,
     },
     QFormer {
         #[serde(default = "default_queries")]
@@ -37,12 +45,24 @@ pub enum AdapterConfig {
 
 impl Default for AdapterConfig {
     fn default() -> Self {
-        AdapterConfig::MeanPool { recent: 0 }
+        AdapterConfig::MeanPool {
+            recent: 0,
+            pooled: 1,
+            hidden: 0,
+        }
     }
 }
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 fn default_queries() -> usize {
@@ -57,7 +77,7 @@ impl AdapterConfig {
     /// Soft tokens per user.
     pub fn soft_tokens(&self) -> usize {
         match self {
-            AdapterConfig::MeanPool { recent } => 1 + recent,
+            AdapterConfig::MeanPool { recent, pooled, .. } => pooled + recent,
             AdapterConfig::QFormer { queries, .. } => *queries,
         }
     }
@@ -86,9 +106,23 @@ impl Adapter {
         vb: VarBuilder<'_>,
     ) -> Result<Self> {
         match cfg {
-            AdapterConfig::MeanPool { recent } => Ok(Adapter::MeanPool(
-                MeanPool::new(d_enc, d_llm, *recent, vb).ctx("building the mean-pool adapter")?,
-            )),
+            AdapterConfig::MeanPool {
+                recent,
+                pooled,
+                hidden,
+            } => {
+                if *pooled == 0 {
+                    return Err(ModelError::config("adapter.pooled", "must be positive"));
+                }
+                let shape = MeanPoolShape {
+                    pooled: *pooled,
+                    recent: *recent,
+                    hidden: *hidden,
+                };
+                Ok(Adapter::MeanPool(
+                    MeanPool::new(d_enc, d_llm, shape, vb).ctx("building the mean-pool adapter")?,
+                ))
+            }
             AdapterConfig::QFormer { queries, heads } => {
                 if *queries == 0 || *heads == 0 || !d_llm.is_multiple_of(*heads) {
                     return Err(ModelError::config(

@@ -14,7 +14,7 @@
 //! reference does. Truncation keeps the first `max_len` tokens (default 512), as the reference
 //! does; generation prompts are never truncated (callers shorten what they put in them).
 
-use serde::Deserialize;
+pub use uqa_data::chat::{Turn, parse_chat, question_and_answer};
 use uqa_data::tokenizer::TextTokenizer;
 
 use crate::error::{ModelError, Result};
@@ -22,41 +22,6 @@ use crate::error::{ModelError, Result};
 /// Qwen's default system prompt, the reference's.
 pub const QWEN_SYSTEM_PROMPT: &str =
     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
-
-/// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Turn {
-    pub role: String,
-    pub content: String,
-}
-
-/// The question (the last user turn; empty when there is none, which still asks a question) and
-/// the gold answer (the last turn's content, possibly empty) of parsed chat turns.
-pub fn question_and_answer(turns: &[Turn]) -> (String, String) {
-    let question = turns
-        .iter()
-        .rev()
-        .find(|t| t.role == "user")
-        .map(|t| t.content.clone())
-        .unwrap_or_default();
-    let answer = turns.last().map(|t| t.content.clone()).unwrap_or_default();
-    (question, answer)
-}
-
-/// Parses the reference's chat JSON (`[{"role": ..., "content": ...}, ...]`); the last turn must
-/// be the assistant's (its content is the answer).
-pub fn parse_chat(text: &str) -> Result<Vec<Turn>> {
-    let turns: Vec<Turn> = serde_json::from_str(text)
-        .map_err(|e| ModelError::chat(format!("chat JSON does not parse: {e}")))?;
-    match turns.last() {
-        Some(t) if t.role == "assistant" => Ok(turns),
-        Some(t) => Err(ModelError::chat(format!(
-            "the last turn is `{}`, not an assistant turn",
-            t.role
-        ))),
-        None => Err(ModelError::chat("the conversation has no turns")),
-    }
-}
 
 /// A conversation as model input: ids and, per id, whether it is a training target.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -4,32 +4,27 @@
 //! the answer tokens, its loss their summed cross-entropy.
 
 pub mod config;
-pub mod model;
-pub mod questions;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use uqa_comm::Runtime;
 use uqa_data::batch::{SequenceBatch, collate};
-use uqa_data::catalog::ItemCatalog;
 use uqa_data::dataset::Dataset;
 use uqa_models::llm::chat::EncodedChat;
 
-pub use config::{AlignJob, LlmSource, PromptConfig, Strategy};
-pub use model::{AlignModel, build, load_aligned};
-pub use questions::{QuestionSet, Render, TextHistory};
+pub use config::AlignJob;
+pub use uqa_models::aligned::{
+    AlignModel, AlignedSpec, EVAL_QUESTIONS, LlmSource, PromptConfig, QuestionSet, Render,
+    Strategy, TRAIN_QUESTIONS, TextHistory, load_aligned, load_questions, text_history,
+    title_vectors,
+};
 
 use crate::engine::{self, Rate, Run, Stage, Units};
-use crate::error::{CandleContext, Result, TrainError};
+use crate::error::{Result, TrainError};
 use crate::observe::Telemetry;
 use crate::optim::Params;
 use crate::parallel::Replicas;
-
-/// The training questions file inside a `uqa qa-gen` folder.
-pub const TRAIN_QUESTIONS: &str = "align_data_train.arrow";
-/// The evaluation questions file.
-pub const EVAL_QUESTIONS: &str = "align_data_eval.arrow";
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -52,69 +47,6 @@ pub fn align(job: &AlignJob) -> Result<AlignOutcome> {
 /// Alignment on given replicas (in-process ranks in tests), without a metrics endpoint.
 pub fn align_with(job: &AlignJob, replicas: &mut Replicas) -> Result<AlignOutcome> {
     align_observed(job, &Runtime::single(), replicas, &Telemetry::disabled())
-}
-
-/// The text-history settings of a job with a text prompt (`None` for soft prompts).
-pub fn text_history<'a>(
-    job: &AlignJob,
-    catalog: &'a ItemCatalog,
-    vectors: Option<&'a [Vec<f32>]>,
-) -> Option<TextHistory<'a>> {
-    match &job.prompt {
-        PromptConfig::Text { last_k, .. } => Some(TextHistory {
-            catalog,
-            last_k: *last_k,
-            item_vectors: vectors,
-        }),
-        PromptConfig::Soft { .. } => None,
-    }
-}
-
-/// Item vectors for ReLLa's retrieval: the mean LLM input embedding of each item's title.
-pub fn title_vectors(m: &AlignModel, catalog: &ItemCatalog) -> Result<Vec<Vec<f32>>> {
-    let lm = &m.model.lm;
-    let d = lm.config().hidden_size;
-    let mut out = Vec::with_capacity(catalog.items.len());
-    for item in 0..catalog.items.len() {
-        let title = catalog.titles.text(item);
-        let ids: Vec<u32> = m
-            .tokenizer
-            .inner()
-            .encode(title, false)
-            .map(|e| e.get_ids().to_vec())
-            .unwrap_or_default();
-        if ids.is_empty() {
-            out.push(vec![0.0; d]);
-            continue;
-        }
-        let t = Tensor::new(ids.as_slice(), &Device::Cpu)
-            .and_then(|t| t.unsqueeze(0))
-            .and_then(|t| lm.embed_tokens(&t))
-            .and_then(|e| e.squeeze(0)?.mean(0)?.to_vec1::<f32>())
-            .ctx("title embedding")?;
-        out.push(t);
-    }
-    Ok(out)
-}
-
-/// Loads a question file for this job (text history included when the prompt is text).
-pub fn load_questions(
-    job: &AlignJob,
-    m: &AlignModel,
-    dataset: &Dataset,
-    file: &Path,
-    render: Render,
-    limit: usize,
-) -> Result<QuestionSet> {
-    let catalog = dataset.catalog()?;
-    let vectors = match &job.prompt {
-        PromptConfig::Text {
-            retrieval: true, ..
-        } => Some(title_vectors(m, &catalog)?),
-        _ => None,
-    };
-    let history = text_history(job, &catalog, vectors.as_deref());
-    QuestionSet::load(file, &m.tokenizer, &m.chat, render, history.as_ref(), limit)
 }
 
 fn target_count(chat: &EncodedChat) -> usize {
@@ -171,10 +103,10 @@ pub struct QuestionBatch {
 impl<'a> AlignStage<'a> {
     pub fn new(job: &'a AlignJob, rank: usize) -> Result<Self> {
         let ds = Dataset::open(&job.data.dataset)?;
-        let model = build(job, &ds)?;
+        let model = uqa_models::aligned::build(&job.spec(), job.train.seed, &ds)?;
         let file = job.data.qa_dir.join(&job.data.train_file);
         let questions = load_questions(
-            job,
+            &job.prompt,
             &model,
             &ds,
             &file,

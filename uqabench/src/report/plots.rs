@@ -19,7 +19,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
-use crate::error::{EvalError, Result};
+use crate::error::{QaError, Result};
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(0x4e, 0x79, 0xa7),
@@ -58,14 +58,14 @@ fn font_ready() -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(EvalError::Invalid(
+        Err(QaError::Invalid(
             "the embedded DejaVu Sans font could not be parsed".into(),
         ))
     }
 }
 
-fn plot_error(e: impl std::fmt::Display) -> EvalError {
-    EvalError::Invalid(format!("drawing a plot: {e}"))
+fn plot_error(e: impl std::fmt::Display) -> QaError {
+    QaError::Invalid(format!("drawing a plot: {e}"))
 }
 
 type Drawn<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
@@ -97,7 +97,7 @@ fn png(
     }
     // 8-bit RGB at the default compression: flat plot colours compress to a few tens of KiB.
     let mut out = Vec::new();
-    let err = |e: png::EncodingError| EvalError::Invalid(format!("PNG encoding: {e}"));
+    let err = |e: png::EncodingError| QaError::Invalid(format!("PNG encoding: {e}"));
     let mut enc = png::Encoder::new(&mut out, w, h);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);

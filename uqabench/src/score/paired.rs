@@ -12,7 +12,7 @@ use uqa_data::rng::Rng;
 use super::aggregate::percentile;
 use super::matching::prefix_match;
 use super::predictions::{Prediction, classify};
-use crate::error::{EvalError, Result};
+use crate::error::{QaError, Result};
 use crate::qa::Task;
 
 /// Resamples of [`paired_difference`].
@@ -87,7 +87,7 @@ pub fn paired_difference_with(
     seed: u64,
 ) -> Result<PairedDiff> {
     if a.len() != b.len() {
-        return Err(EvalError::Invalid(format!(
+        return Err(QaError::Invalid(format!(
             "paired comparison: the runs answer {} and {} questions; they must answer the same ones",
             a.len(),
             b.len()
@@ -98,7 +98,7 @@ pub fn paired_difference_with(
     let mut unknown_task = 0;
     for (i, (pa, pb)) in a.iter().zip(b).enumerate() {
         if pa.question != pb.question || pa.answer != pb.answer {
-            return Err(EvalError::Invalid(format!(
+            return Err(QaError::Invalid(format!(
                 "paired comparison: row {} differs (question {:?} / answer {:?} against \
                  question {:?} / answer {:?}); the runs must answer the same questions in the \
                  same order",

@@ -5,13 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use uqa_data::chat::{parse_chat, question_and_answer};
 use uqa_data::reader::SequenceFile;
 use uqa_data::schema::Feature;
-use uqa_models::llm::chat::{parse_chat, question_and_answer};
 
-use crate::answer::SkippedRow;
-use crate::error::{EvalError, Result};
+use crate::error::{QaError, Result};
 use crate::qa::Task;
+use crate::report::SkippedRow;
 
 /// One question of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub struct QaFile {
 pub fn read_questions(path: &Path, with_context: bool) -> Result<QaFile> {
     let file = SequenceFile::open(path)?;
     if !file.has_text() {
-        return Err(EvalError::Invalid(format!(
+        return Err(QaError::Invalid(format!(
             "{}: no `text` column: not a question file (write one with `uqa qa-gen`)",
             path.display()
         )));

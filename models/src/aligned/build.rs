@@ -8,17 +8,17 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use serde::Deserialize;
 use uqa_data::dataset::Dataset;
 use uqa_data::tokenizer::TextTokenizer;
-use uqa_models::adapter::Adapter;
-use uqa_models::llm::{CausalLm, ChatFormat, GgufFile, LlmConfig, check_tokenizer};
-use uqa_models::soft_prompt::{SoftPromptModel, UserPrompt};
-use uqa_models::{PretrainModel, seeded_var_builder};
 
-use super::config::{AlignJob, LlmSource, PromptConfig, Strategy};
+use super::spec::{AlignedSpec, LlmSource, PromptConfig, Strategy};
+use crate::adapter::Adapter;
 use crate::checkpoint;
-use crate::config::PretrainJob;
-use crate::error::{CandleContext, Result, TrainError};
+use crate::error::{CandleContext, ModelError, Result};
+use crate::llm::{CausalLm, ChatFormat, GgufFile, LlmConfig, check_tokenizer};
+use crate::soft_prompt::{SoftPromptModel, UserPrompt};
+use crate::{PretrainConfig, PretrainModel, seeded_var_builder};
 
 /// The assembled model and what goes with it.
 pub struct AlignModel {
@@ -70,7 +70,7 @@ pub fn load_llm(llm: &LlmSource, dataset: &Dataset) -> Result<LlmParts> {
 }
 
 fn load_hf_dir(dir: &Path) -> Result<LlmParts> {
-    let (config, weights) = uqa_models::llm::load_hf_weights(dir, &Device::Cpu)?;
+    let (config, weights) = crate::llm::load_hf_weights(dir, &Device::Cpu)?;
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
     Ok(LlmParts {
         config,
@@ -91,6 +91,33 @@ fn load_gguf(path: &Path) -> Result<LlmParts> {
     })
 }
 
+/// The sections of a pre-training run's saved config (`RUN/config.toml`) that build its model.
+#[derive(Deserialize)]
+struct PretrainRun {
+    model: PretrainConfig,
+    #[serde(default)]
+    train: PretrainSeed,
+}
+
+#[derive(Default, Deserialize)]
+struct PretrainSeed {
+    #[serde(default)]
+    seed: u64,
+}
+
+impl PretrainRun {
+    fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ModelError::model_file(path, e.to_string()))?;
+        toml::from_str(&text).map_err(|e| ModelError::model_file(path, e.to_string()))
+    }
+}
+
+/// The model config of a pre-training run (its folder), as saved in its `config.toml`.
+pub fn encoder_config(run: &Path) -> Result<PretrainConfig> {
+    Ok(PretrainRun::load(&run.join("config.toml"))?.model)
+}
+
 /// The frozen encoder of a pre-training run (`untrained`: its initial weights), which must read
 /// sequences of `max_len` positions (the alignment's `data.max_len`).
 fn load_encoder(
@@ -100,11 +127,11 @@ fn load_encoder(
     max_len: usize,
 ) -> Result<PretrainModel> {
     let config = run.join("config.toml");
-    let job = PretrainJob::load(&config, &[])?;
+    let job = PretrainRun::load(&config)?;
     if let Some(positions) = job.model.encoder.max_positions()
         && max_len > positions
     {
-        return Err(TrainError::Invalid(format!(
+        return Err(ModelError::Invalid(format!(
             "data.max_len = {max_len} exceeds the encoder's model.encoder.max_len = {positions} \
              ({}): lower data.max_len",
             config.display()
@@ -114,15 +141,15 @@ fn load_encoder(
     if untrained {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, job.train.seed, DType::F32, &dev);
-        return Ok(PretrainModel::new(&job.model, &dataset.meta.vocab, vb)?);
+        return PretrainModel::new(&job.model, &dataset.meta.vocab, vb);
     }
-    let dir = checkpoint::latest(run)?.ok_or_else(|| TrainError::Checkpoint {
+    let dir = checkpoint::latest(run)?.ok_or_else(|| ModelError::Checkpoint {
         path: run.to_path_buf(),
         reason: "no checkpoint: run `uqa pretrain` first (or set prompt.untrained = true)".into(),
     })?;
     let file = dir.join("model.safetensors");
     let weights =
-        candle_core::safetensors::load(&file, &dev).map_err(|e| TrainError::Checkpoint {
+        candle_core::safetensors::load(&file, &dev).map_err(|e| ModelError::Checkpoint {
             path: file.clone(),
             reason: e.to_string(),
         })?;
@@ -131,19 +158,18 @@ fn load_encoder(
         &dataset.meta.vocab,
         VarBuilder::from_tensors(weights, DType::F32, &dev),
     )
-    .map_err(|e| TrainError::Checkpoint {
+    .map_err(|e| ModelError::Checkpoint {
         path: file,
         reason: format!("{e} (was the encoder trained on another dataset or vocabulary?)"),
     })
 }
 
-/// Builds everything `job` names, with fresh trainable variables (seeded by `train.seed`).
-pub fn build(job: &AlignJob, dataset: &Dataset) -> Result<AlignModel> {
+/// Builds everything `job` names, with fresh trainable variables (seeded by `seed`).
+pub fn build(job: &AlignedSpec, seed: u64, dataset: &Dataset) -> Result<AlignModel> {
     let dev = Device::Cpu;
     let parts = load_llm(&job.llm, dataset)?;
     check_tokenizer(parts.tokenizer.inner(), &parts.config)?;
     let trainable = VarMap::new();
-    let seed = job.train.seed;
     let tvb = seeded_var_builder(&trainable, seed, DType::F32, &dev);
     let llm_ctx = format!("LLM weights of {}", job.llm.source);
     let lm = match &job.strategy {
@@ -152,7 +178,7 @@ pub fn build(job: &AlignJob, dataset: &Dataset) -> Result<AlignModel> {
                 let mut data = trainable.data().lock().expect("var map lock");
                 for (name, t) in &parts.weights {
                     let var = candle_core::Var::from_tensor(t)
-                        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+                        .map_err(|e| ModelError::Invalid(e.to_string()))?;
                     data.insert(format!("llm.{name}"), var);
                 }
             }
@@ -210,16 +236,17 @@ pub fn build(job: &AlignJob, dataset: &Dataset) -> Result<AlignModel> {
 
 /// An alignment run's model for evaluation: the job saved in `run/config.toml` rebuilt (frozen
 /// parts from their sources) and the trained variables restored from its latest checkpoint.
-pub fn load_aligned(run: &Path) -> Result<(AlignJob, AlignModel, Dataset)> {
-    let job = AlignJob::load(&run.join("config.toml"), &[])?;
+pub fn load_aligned(run: &Path) -> Result<(AlignedSpec, AlignModel, Dataset)> {
+    let job = AlignedSpec::from_run(run)?;
     let dataset = Dataset::open(&job.data.dataset)?;
-    let m = build(&job, &dataset)?;
-    let dir = checkpoint::latest(run)?.ok_or_else(|| TrainError::Checkpoint {
+    // Every trainable variable is overwritten from the checkpoint below: the seed is moot.
+    let m = build(&job, 0, &dataset)?;
+    let dir = checkpoint::latest(run)?.ok_or_else(|| ModelError::Checkpoint {
         path: run.to_path_buf(),
         reason: "no checkpoint: run `uqa align` first".into(),
     })?;
     let file = dir.join("model.safetensors");
-    let bad = |reason: String| TrainError::Checkpoint {
+    let bad = |reason: String| ModelError::Checkpoint {
         path: file.clone(),
         reason,
     };

@@ -18,7 +18,7 @@ use uqa_data::writer::SequenceWriter;
 
 use super::generate::chat_json;
 use super::templates::Lang;
-use crate::error::{EvalError, Result};
+use crate::error::{QaError, Result};
 
 pub const CTR_TRAIN_FILE: &str = "ctr_data_train.arrow";
 pub const CTR_EVAL_FILE: &str = "ctr_data_eval.arrow";
@@ -60,7 +60,7 @@ pub fn generate_ctr(data_dir: &Path, out_dir: &Path, config: CtrConfig) -> Resul
     let ds = Dataset::open(data_dir)?;
     let catalog = ds.catalog()?;
     let items = catalog.num_items() as u64;
-    std::fs::create_dir_all(out_dir).map_err(|e| EvalError::io(out_dir, e))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| QaError::io(out_dir, e))?;
     let mut counts = [0; 2];
     for (split, (file, users_wanted)) in [
         (CTR_TRAIN_FILE, config.train_users),
@@ -123,7 +123,7 @@ pub fn generate_ctr(data_dir: &Path, out_dir: &Path, config: CtrConfig) -> Resul
             });
         }
         if rows.is_empty() {
-            return Err(EvalError::Invalid(format!(
+            return Err(QaError::Invalid(format!(
                 "{}: no user can give a CTR question",
                 data_dir.display()
             )));

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::error::{EvalError, Result};
+use crate::error::{QaError, Result};
 use crate::qa::Task;
 use crate::score::{PAIRED_SEED, PairedDiff, Prediction, paired_difference};
 
@@ -125,7 +125,7 @@ pub fn pairs(
     for (a, b) in named {
         let find = |n: &str| {
             names.iter().position(|x| x == n).ok_or_else(|| {
-                EvalError::Invalid(format!(
+                QaError::Invalid(format!(
                     "--compare {a},{b}: no run named {n:?} (runs: {})",
                     names.join(", ")
                 ))

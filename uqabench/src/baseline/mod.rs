@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use uqa_data::atomic::write_atomic;
 use uqa_data::dataset::{Dataset, METADATA_FILE};
 
-use crate::answer::SkippedRow;
-use crate::error::{EvalError, Result};
+use crate::error::{QaError, Result};
 use crate::qa::generate::{EVAL_FILE, META_FILE, TRAIN_FILE};
 use crate::qa::templates::Question;
+use crate::report::SkippedRow;
 use crate::report::{PREDICTIONS_FILE, RUN_FILE, RunInfo};
 use crate::score::Prediction;
 use history::history_answer;
@@ -110,7 +110,7 @@ pub fn prior_predictions(qa_dir: &Path, questions: Option<&Path>) -> Result<Base
     let train_path = qa_dir.join(TRAIN_FILE);
     let train = read_questions(&train_path, false)?;
     if train.rows.is_empty() {
-        return Err(EvalError::Invalid(format!(
+        return Err(QaError::Invalid(format!(
             "{}: no training question to learn the prior from",
             train_path.display()
         )));
@@ -160,7 +160,7 @@ pub fn history_predictions(
             .iter()
             .find(|&&i| i as usize >= catalog.items.len())
         {
-            return Err(EvalError::Invalid(format!(
+            return Err(QaError::Invalid(format!(
                 "{} row {}: item {bad} is not in the catalog of {} ({} items): the questions \
                  belong to another dataset",
                 eval.path.display(),
@@ -228,9 +228,9 @@ pub fn dataset_of(qa_dir: &Path) -> Result<PathBuf> {
     let meta = qa_dir.join(META_FILE);
     let mut tried = Vec::new();
     if meta.exists() {
-        let bytes = std::fs::read(&meta).map_err(|e| EvalError::io(&meta, e))?;
+        let bytes = std::fs::read(&meta).map_err(|e| QaError::io(&meta, e))?;
         let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| EvalError::BadLine {
+            serde_json::from_slice(&bytes).map_err(|e| QaError::BadLine {
                 path: meta.clone(),
                 line: e.line(),
                 reason: e.to_string(),
@@ -249,7 +249,7 @@ pub fn dataset_of(qa_dir: &Path) -> Result<PathBuf> {
         return Ok(qa_dir.to_path_buf());
     }
     tried.push(qa_dir.to_path_buf());
-    Err(EvalError::Invalid(format!(
+    Err(QaError::Invalid(format!(
         "{}: cannot find the dataset of these questions (no {METADATA_FILE} in {}); pass it \
          explicitly (--data DIR)",
         meta.display(),
@@ -267,13 +267,13 @@ fn to_json<T: Serialize>(value: &T, pretty: bool) -> Result<String> {
     } else {
         serde_json::to_string(value)
     }
-    .map_err(|e| EvalError::Invalid(e.to_string()))
+    .map_err(|e| QaError::Invalid(e.to_string()))
 }
 
 /// Writes `run` as a run folder: `predictions.jsonl`, `run.json` (named after the baseline,
 /// recording the questions file) and `baseline.json`.
 pub fn write_baseline_run(run: &BaselineRun, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| EvalError::io(out, e))?;
+    std::fs::create_dir_all(out).map_err(|e| QaError::io(out, e))?;
     let mut lines = String::new();
     for p in &run.predictions {
         lines.push_str(&to_json(p, false)?);

@@ -14,13 +14,22 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uqa_data::atomic::write_atomic;
 
-use crate::answer::SkippedRow;
 use crate::baseline::{BaselineKind, BaselineRun};
-use crate::error::{EvalError, Result};
+use crate::error::{QaError, Result};
 use crate::qa::Task;
 use crate::score::{Prediction, ScoreReport, SkipReason, read_predictions, score_predictions};
 use compare::Comparison;
 use tables::{Averaging, Rule};
+
+/// A question file row that was not answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedRow {
+    pub row: usize,
+    pub reason: String,
+    /// The row's `task` column, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
 
 pub const PREDICTIONS_FILE: &str = "predictions.jsonl";
 pub const RUN_FILE: &str = "run.json";
@@ -50,8 +59,8 @@ struct EvalRecord {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| EvalError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| EvalError::BadLine {
+    let bytes = std::fs::read(path).map_err(|e| QaError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| QaError::BadLine {
         path: path.to_path_buf(),
         line: e.line(),
         reason: e.to_string(),
@@ -89,7 +98,7 @@ impl Run {
             (path.to_path_buf(), None)
         };
         if !predictions.exists() {
-            return Err(EvalError::Invalid(format!(
+            return Err(QaError::Invalid(format!(
                 "{}: no predictions file",
                 predictions.display()
             )));
@@ -318,7 +327,7 @@ pub fn write_report_with(
         .iter()
         .map(|e| (e.scores.name.clone(), e.scores.scores.clone()))
         .collect();
-    std::fs::create_dir_all(out).map_err(|e| EvalError::io(out, e))?;
+    std::fs::create_dir_all(out).map_err(|e| QaError::io(out, e))?;
     let mut written = Vec::new();
     let mut put = |name: &str, bytes: &[u8]| -> Result<()> {
         let p = out.join(name);
@@ -508,7 +517,7 @@ pub fn write_report_with(
         comparisons,
     };
     let json =
-        serde_json::to_string_pretty(&report).map_err(|e| EvalError::Invalid(e.to_string()))?;
+        serde_json::to_string_pretty(&report).map_err(|e| QaError::Invalid(e.to_string()))?;
     put("report.json", json.as_bytes())?;
     Ok((report, written))
 }

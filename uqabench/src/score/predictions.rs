@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{EvalError, Result};
+use crate::error::{QaError, Result};
 use crate::qa::Task;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,14 +56,14 @@ pub fn classify(p: &Prediction) -> Result<Scorable, SkipReason> {
 
 /// Read a predictions file; a line that is not a prediction object is an error naming the line.
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>> {
-    let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| QaError::io(path, e))?;
     let mut rows = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| EvalError::io(path, e))?;
+        let line = line.map_err(|e| QaError::io(path, e))?;
         if line.trim().is_empty() {
             continue;
         }
-        let row: Prediction = serde_json::from_str(&line).map_err(|e| EvalError::BadLine {
+        let row: Prediction = serde_json::from_str(&line).map_err(|e| QaError::BadLine {
             path: path.to_path_buf(),
             line: i + 1,
             reason: e.to_string(),

@@ -11,13 +11,18 @@
 
 use std::path::Path;
 
+use candle_core::{Device, Tensor};
 use uqa_data::catalog::ItemCatalog;
+use uqa_data::dataset::Dataset;
 use uqa_data::reader::{SequenceFile, SequenceRow};
 use uqa_data::schema::Feature;
 use uqa_data::tokenizer::TextTokenizer;
-use uqa_models::llm::chat::{ChatFormat, EncodedChat, Turn, parse_chat, question_and_answer};
 
-use crate::error::{Result, TrainError};
+use super::build::AlignModel;
+use super::spec::PromptConfig;
+use crate::error::CandleContext;
+use crate::error::{ModelError, Result};
+use crate::llm::chat::{ChatFormat, EncodedChat, Turn, parse_chat, question_and_answer};
 
 /// How the user's history enters the prompt when it is text.
 #[derive(Debug, Clone)]
@@ -64,7 +69,7 @@ impl QuestionSet {
     ) -> Result<Self> {
         let file = SequenceFile::open(path)?;
         if !file.has_text() {
-            return Err(TrainError::Invalid(format!(
+            return Err(ModelError::Invalid(format!(
                 "{}: no `text` column: not a question file (write one with `uqa qa-gen`)",
                 path.display()
             )));
@@ -97,7 +102,7 @@ impl QuestionSet {
                 }
                 Err(reason) if render == Render::Prompt => set.skipped.push((r, reason)),
                 Err(reason) => {
-                    return Err(TrainError::Invalid(format!(
+                    return Err(ModelError::Invalid(format!(
                         "{} row {r}: {reason}",
                         path.display()
                     )));
@@ -137,7 +142,7 @@ impl QuestionSet {
             tokenizer.info().source,
         );
         match render {
-            Render::Training => Err(TrainError::Invalid(msg)),
+            Render::Training => Err(ModelError::Invalid(msg)),
             Render::Prompt => {
                 eprintln!("warning: {msg}");
                 Ok(())
@@ -209,7 +214,7 @@ fn finish(
     tokenizer: &TextTokenizer,
     render: Render,
     turns: &[Turn],
-    rendered: uqa_models::Result<EncodedChat>,
+    rendered: crate::Result<EncodedChat>,
 ) -> std::result::Result<EncodedChat, String> {
     let rendered = rendered.map_err(|e| e.to_string())?;
     if rendered.ids.len() <= chat.max_len() {
@@ -276,6 +281,69 @@ fn retrieve(items: &[i64], vectors: &[Vec<f32>], k: usize) -> Vec<usize> {
     let mut picked: Vec<usize> = scored.into_iter().take(k).map(|(_, p)| p).collect();
     picked.sort_unstable();
     picked
+}
+
+/// The text-history settings of a job with a text prompt (`None` for soft prompts).
+pub fn text_history<'a>(
+    prompt: &PromptConfig,
+    catalog: &'a ItemCatalog,
+    vectors: Option<&'a [Vec<f32>]>,
+) -> Option<TextHistory<'a>> {
+    match prompt {
+        PromptConfig::Text { last_k, .. } => Some(TextHistory {
+            catalog,
+            last_k: *last_k,
+            item_vectors: vectors,
+        }),
+        PromptConfig::Soft { .. } => None,
+    }
+}
+
+/// Item vectors for ReLLa's retrieval: the mean LLM input embedding of each item's title.
+pub fn title_vectors(m: &AlignModel, catalog: &ItemCatalog) -> Result<Vec<Vec<f32>>> {
+    let lm = &m.model.lm;
+    let d = lm.config().hidden_size;
+    let mut out = Vec::with_capacity(catalog.items.len());
+    for item in 0..catalog.items.len() {
+        let title = catalog.titles.text(item);
+        let ids: Vec<u32> = m
+            .tokenizer
+            .inner()
+            .encode(title, false)
+            .map(|e| e.get_ids().to_vec())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            out.push(vec![0.0; d]);
+            continue;
+        }
+        let t = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .and_then(|t| lm.embed_tokens(&t))
+            .and_then(|e| e.squeeze(0)?.mean(0)?.to_vec1::<f32>())
+            .ctx("title embedding")?;
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// Loads a question file for this job (text history included when the prompt is text).
+pub fn load_questions(
+    prompt: &PromptConfig,
+    m: &AlignModel,
+    dataset: &Dataset,
+    file: &Path,
+    render: Render,
+    limit: usize,
+) -> Result<QuestionSet> {
+    let catalog = dataset.catalog()?;
+    let vectors = match prompt {
+        PromptConfig::Text {
+            retrieval: true, ..
+        } => Some(title_vectors(m, &catalog)?),
+        _ => None,
+    };
+    let history = text_history(prompt, &catalog, vectors.as_deref());
+    QuestionSet::load(file, &m.tokenizer, &m.chat, render, history.as_ref(), limit)
 }
 
 #[cfg(test)]

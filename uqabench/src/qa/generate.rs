@@ -24,7 +24,7 @@ use uqa_data::writer::SequenceWriter;
 use super::rules::{QaPair, draw};
 use super::task::Task;
 use super::templates::Lang;
-use crate::error::{EvalError, Result};
+use crate::error::{QaError, Result};
 
 pub const TRAIN_FILE: &str = "align_data_train.arrow";
 pub const EVAL_FILE: &str = "align_data_eval.arrow";
@@ -87,7 +87,7 @@ fn pseudo_future_len(n: usize) -> usize {
 
 pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<QaGenReport> {
     if config.train_windows == 0 {
-        return Err(EvalError::Invalid(
+        return Err(QaError::Invalid(
             "train_windows (--train-windows) must be at least 1".into(),
         ));
     }
@@ -153,7 +153,7 @@ pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<
         eval_available: BTreeMap::new(),
         valid: BTreeMap::new(),
     };
-    std::fs::create_dir_all(out_dir).map_err(|e| EvalError::io(out_dir, e))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| QaError::io(out_dir, e))?;
     let [train, eval, valid] = candidates;
     let mut splits = vec![
         (train, config.train_per_task, TRAIN_FILE),
@@ -169,7 +169,7 @@ pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<
             .collect();
         let n = available.values().copied().min().unwrap_or(0).min(per_task);
         if n == 0 {
-            return Err(EvalError::Invalid(format!(
+            return Err(QaError::Invalid(format!(
                 "{}: some task has no usable user for the {} split (available per task: {available:?}); \
                  the dataset is too small or its sequences too short",
                 data_dir.display(),
@@ -200,7 +200,7 @@ pub fn generate(data_dir: &Path, out_dir: &Path, config: QaGenConfig) -> Result<
             _ => report.valid = counts,
         }
     }
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| EvalError::Invalid(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| QaError::Invalid(e.to_string()))?;
     uqa_data::atomic::write_atomic(out_dir.join(META_FILE), &json)?;
     Ok(report)
 }

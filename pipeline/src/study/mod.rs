@@ -1,0 +1,12 @@
+//! Studies: the paper's tables as sweeps. A study file names axes (encoders, sizes, lengths, ...)
+//! whose values override the base configs of the stages; its elements run locally, stage by
+//! stage, resuming where a run stopped (`local`), and whatever has finished is reported in the
+//! paper's layout (`report`). See `spec` for the file.
+
+pub mod local;
+pub mod report;
+pub mod spec;
+
+pub use local::{StudyEvent, run_local};
+pub use report::{StudyReport, report};
+pub use spec::{AXES, Element, Study};

@@ -1,0 +1,115 @@
+//! `uqa study`: the paper's tables as sweeps (uqa_pipeline::study).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use uqa_pipeline::study::{self, Study, StudyEvent};
+use uqa_pipeline::uqa_exe::UqaExe;
+
+use super::CliResult;
+
+#[derive(Debug, Subcommand)]
+pub enum StudyCommand {
+    /// Run every element of a study file (each point of its axes: data, questions,
+    /// pre-training, alignment, evaluation), stage by stage on this machine. Stages elements
+    /// share run once; a re-run skips finished stages and resumes interrupted ones from their
+    /// checkpoints. The file is checked (axes, values, points, base configs) before anything runs.
+    Run(RunArgs),
+    /// Report a study's finished elements in the paper's Table 2 layout, beside the prior and
+    /// history baselines, with bootstrap CIs and paired verdicts; unfinished elements are
+    /// listed as missing (`elements.md`).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The study file (TOML: [study], [base], [axes.AXIS.VALUE], optional [[points]]).
+    pub study: PathBuf,
+    /// Run on this machine (the only mode today).
+    #[arg(long)]
+    pub local: bool,
+    /// The study folder (default: runs/studies/NAME).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Ranks of each training and evaluation stage (as `uqa launch --nproc-per-node`).
+    #[arg(long, default_value_t = 1)]
+    pub nproc: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The study folder `uqa study run` wrote.
+    pub dir: PathBuf,
+    /// Where the report goes (default: DIR/report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(cmd: StudyCommand) -> CliResult {
+    match cmd {
+        StudyCommand::Run(a) => run_study(a),
+        StudyCommand::Report(a) => report(a),
+    }
+}
+
+fn run_study(a: RunArgs) -> CliResult {
+    let study = Study::load(&a.study)?;
+    if a.nproc == 0 {
+        return Err("--nproc: must be at least 1".into());
+    }
+    let dir = a
+        .out
+        .unwrap_or_else(|| PathBuf::from("runs/studies").join(&study.file.study.name));
+    println!(
+        "study {}: {} elements -> {}",
+        study.file.study.name,
+        study.elements.len(),
+        dir.display()
+    );
+    let exe = UqaExe {
+        path: std::env::current_exe()?,
+        nproc: a.nproc,
+    };
+    let ran = study::run_local(&study, &dir, &exe, |event| match event {
+        StudyEvent::Done {
+            index,
+            total,
+            what,
+            dir,
+        } => println!(
+            "[{index}/{total}] {what}: done, skipped ({})",
+            dir.display()
+        ),
+        StudyEvent::Running {
+            index,
+            total,
+            what,
+            command,
+            ..
+        } => println!("[{index}/{total}] {what}: uqa {}", command.join(" ")),
+    })?;
+    println!(
+        "study {} finished ({ran} stages run). Report: uqa study report {}",
+        study.file.study.name,
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(a: ReportArgs) -> CliResult {
+    let out = a.out.unwrap_or_else(|| a.dir.join("report"));
+    let done = study::report(&a.dir, &out)?;
+    super::report::print_tables(&done.report);
+    if !done.missing.is_empty() {
+        println!(
+            "\nmissing ({} elements not finished): {}",
+            done.missing.len(),
+            done.missing.join(", ")
+        );
+    }
+    for w in &done.written {
+        println!("wrote {}", w.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
