@@ -73,6 +73,17 @@ fn a_study_runs_its_elements_once_resumes_and_reports() {
         "study", "run", study_arg, "--local", "--out", out_arg, "--nproc", "2",
     ];
 
+    // A dry run lists the stages and writes nothing.
+    let mut dry = run.to_vec();
+    dry.push("--dry-run");
+    let plan = ok(&dry);
+    assert!(plan.contains("dry run: 7 stages to run"), "{plan}");
+    assert!(
+        plan.contains("[3/7] pre-training base-s0: uqa pretrain"),
+        "{plan}"
+    );
+    assert!(!out.exists());
+
     let first = ok(&run);
     assert!(first.contains("study tiny: 2 elements"), "{first}");
     assert!(first.contains("(7 stages run)"), "{first}");

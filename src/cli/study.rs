@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// Ranks of each training and evaluation stage (as `uqa launch --nproc-per-node`).
     #[arg(long, default_value_t = 1)]
     pub nproc: usize,
+    /// Print each stage (skipped when done, else its command) and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -71,7 +74,7 @@ fn run_study(a: RunArgs) -> CliResult {
         path: std::env::current_exe()?,
         nproc: a.nproc,
     };
-    let ran = study::run_local(&study, &dir, &exe, |event| match event {
+    let ran = study::run_local(&study, &dir, &exe, a.dry_run, |event| match event {
         StudyEvent::Done {
             index,
             total,
@@ -89,11 +92,15 @@ fn run_study(a: RunArgs) -> CliResult {
             ..
         } => println!("[{index}/{total}] {what}: uqa {}", command.join(" ")),
     })?;
-    println!(
-        "study {} finished ({ran} stages run). Report: uqa study report {}",
-        study.file.study.name,
-        dir.display()
-    );
+    if a.dry_run {
+        println!("dry run: {ran} stages to run");
+    } else {
+        println!(
+            "study {} finished ({ran} stages run). Report: uqa study report {}",
+            study.file.study.name,
+            dir.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

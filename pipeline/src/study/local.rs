@@ -52,14 +52,18 @@ struct PlannedStage {
 }
 
 /// Runs the study into `dir`; returns how many stages ran (the others were done already).
+/// With `dry_run`, only reports what it would run, and writes nothing.
 pub fn run_local(
     study: &Study,
     dir: &Path,
     exe: &UqaExe,
+    dry_run: bool,
     mut progress: impl FnMut(StudyEvent),
 ) -> Result<usize> {
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    uqa_data::atomic::write_atomic(dir.join(RECORD), study.to_recorded_toml().as_bytes())?;
+    if !dry_run {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        uqa_data::atomic::write_atomic(dir.join(RECORD), study.to_recorded_toml().as_bytes())?;
+    }
     let plan = plan(study, dir);
     let total = plan.len();
     let mut ran = 0;
@@ -81,6 +85,10 @@ pub fn run_local(
             dir: &stage.dir,
             command: &stage.command,
         });
+        if dry_run {
+            ran += 1;
+            continue;
+        }
         if stage.distributed {
             exe.launch(&stage.command)?;
         } else {
