@@ -198,6 +198,7 @@ fn plan(study: &Study, dir: &Path) -> Vec<PlannedStage> {
         ];
         cmd.extend(set_path("data.dir", &data));
         cmd.extend(set_path("train.out", &out));
+        cmd.extend(metric_labels(study, &e.pretrain.key));
         cmd.extend(overrides(&e.pretrain.overrides));
         stages.push(PlannedStage {
             what: format!("pre-training {}", e.pretrain.key),
@@ -224,6 +225,7 @@ fn plan(study: &Study, dir: &Path) -> Vec<PlannedStage> {
         cmd.extend(set_path("data.qa_dir", &qa));
         cmd.extend(set_path("prompt.encoder", &e.pretrain_dir(dir)));
         cmd.extend(set_path("train.out", &out));
+        cmd.extend(metric_labels(study, &e.align.key));
         cmd.extend(overrides(&e.align.overrides));
         stages.push(PlannedStage {
             what: format!("alignment {}", e.align.key),
@@ -255,6 +257,18 @@ fn plan(study: &Study, dir: &Path) -> Vec<PlannedStage> {
         });
     }
     stages
+}
+
+/// `--set metrics.labels = { study = ..., element = ... }`: every series of the stage's
+/// Prometheus endpoint names the study and the stage (shared stages serve several elements).
+fn metric_labels(study: &Study, key: &str) -> [String; 2] {
+    [
+        "--set".into(),
+        format!(
+            "metrics.labels = {{ study = {:?}, element = {key:?} }}",
+            study.file.study.name
+        ),
+    ]
 }
 
 fn shown(p: &Path) -> String {

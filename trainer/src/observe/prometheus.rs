@@ -35,6 +35,7 @@
 //! or parallel tests, must not kill each other over an auxiliary service). `base_port = 0` lets
 //! the system pick a free port per rank (printed at start).
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -73,6 +74,10 @@ pub struct MetricsConfig {
     /// warning. Set: a busy port is an error. 0: a free port chosen by the system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_port: Option<u16>,
+    /// Constant labels on every series besides `rank`, e.g. `{ study = "table2", element =
+    /// "sasrec-s0" }` (set by `uqa study run`), to tell runs apart in one Prometheus.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -86,6 +91,26 @@ impl MetricsConfig {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }
+
+    /// Label names Prometheus accepts (`[a-zA-Z_][a-zA-Z0-9_]*`, not `__`-reserved, not `rank`).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for name in self.labels.keys() {
+            let mut chars = name.chars();
+            let first_ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            if !first_ok
+                || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || name.starts_with("__")
+                || name == "rank"
+            {
+                return Err(format!(
+                    "metrics.labels.{name}: not a usable Prometheus label name (letters, digits and `_`, not starting with a digit or `__`; `rank` is set per rank)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for MetricsConfig {
@@ -94,6 +119,7 @@ impl Default for MetricsConfig {
             enabled: true,
             address: loopback(),
             base_port: None,
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -119,6 +145,7 @@ impl Telemetry {
         if !cfg.enabled {
             return Ok(Self::disabled());
         }
+        cfg.validate().map_err(TrainError::Invalid)?;
         let base = cfg.base_port.unwrap_or(default_base);
         let port = match base {
             0 => 0,
@@ -130,10 +157,11 @@ impl Telemetry {
             })?,
         };
         let addr = SocketAddr::new(cfg.address, port);
-        let metrics = Arc::new(TrainMetrics::new(
+        let metrics = Arc::new(TrainMetrics::with_labels(
             env.rank,
             env.world_size,
             env.restart_count,
+            &cfg.labels,
         )?);
         let render = {
             let m = Arc::clone(&metrics);
@@ -249,7 +277,18 @@ fn step_buckets() -> Vec<f64> {
 
 impl TrainMetrics {
     pub fn new(rank: usize, world_size: usize, restarts: u32) -> Result<Self> {
-        let labels = [("rank".to_string(), rank.to_string())].into();
+        Self::with_labels(rank, world_size, restarts, &BTreeMap::new())
+    }
+
+    /// With constant `labels` on every series besides `rank`.
+    pub fn with_labels(
+        rank: usize,
+        world_size: usize,
+        restarts: u32,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let mut labels: HashMap<String, String> = labels.clone().into_iter().collect();
+        labels.insert("rank".to_string(), rank.to_string());
         let registry = Registry::new_custom(None, Some(labels)).map_err(prom_error)?;
         let reg = |c: Box<dyn Collector>| registry.register(c).map_err(prom_error);
         let gauge = |name: &str, help: &str| -> Result<Gauge> {
@@ -566,6 +605,34 @@ mod tests {
                 seconds: 0.125,
             },
             ..StepReport::default()
+        }
+    }
+
+    #[test]
+    fn configured_labels_join_every_series_and_bad_names_are_refused() {
+        let labels = BTreeMap::from([
+            ("study".to_string(), "table2".to_string()),
+            ("element".to_string(), "sasrec-s0".to_string()),
+        ]);
+        let m = TrainMetrics::with_labels(0, 1, 0, &labels).unwrap();
+        m.record_step(&step(3));
+        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        // The registry orders constant labels as it likes: look for each.
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("uqa_train_step{"))
+            .unwrap_or_else(|| panic!("no uqa_train_step in {text}"));
+        for label in ["study=\"table2\"", "element=\"sasrec-s0\"", "rank=\"0\""] {
+            assert!(line.contains(label), "{label} not in {line}");
+        }
+        assert!(line.ends_with("} 3"), "{line}");
+        for bad in ["9lives", "a-b", "__x", "rank"] {
+            let cfg = MetricsConfig {
+                labels: BTreeMap::from([(bad.to_string(), "v".to_string())]),
+                ..MetricsConfig::default()
+            };
+            let err = cfg.validate().unwrap_err();
+            assert!(err.contains(&format!("metrics.labels.{bad}")), "{err}");
         }
     }
 
