@@ -82,6 +82,11 @@ fn a_study_runs_its_elements_once_resumes_and_reports() {
         plan.contains("[3/7] pre-training base-s0: uqa pretrain"),
         "{plan}"
     );
+    // Every training stage's Prometheus series name the study and the stage.
+    assert!(
+        plan.contains("metrics.labels = { study = \"tiny\", element = \"untrained-s0\" }"),
+        "{plan}"
+    );
     assert!(!out.exists());
 
     let first = ok(&run);

@@ -6,7 +6,8 @@
 //! values already reduced where the loop reduces them: loss, learning rate and gradient norm are
 //! the global ones (equal on every rank); step time, throughput and all-reduce traffic are this
 //! rank's. Every series carries a `rank` label (the global rank), so `sum by ()` over ranks
-//! gives the job's throughput.
+//! gives the job's throughput, and the constant labels of `metrics.labels` (a study's `study`
+//! and `element`).
 //!
 //! | metric | type | what |
 //! |---|---|---|
