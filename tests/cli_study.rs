@@ -107,8 +107,18 @@ fn a_study_runs_its_elements_once_resumes_and_reports() {
         stamp
     );
 
+    let status = ok(&["study", "status", out_arg]);
+    assert!(status.contains("2 of 2 elements evaluated"), "{status}");
+    assert!(
+        status.contains("| trained | base-s0: done, loss ")
+            && status.contains("trained-s0: done, loss"),
+        "{status}"
+    );
+
     // An element whose evaluation is gone is missing from the report, then run again alone.
     std::fs::remove_dir_all(out.join("align/untrained-s0/eval")).unwrap();
+    let status = ok(&["study", "status", out_arg]);
+    assert!(status.contains("1 of 2 elements evaluated"), "{status}");
     let report = ok(&["study", "report", out_arg]);
     assert!(report.contains("| trained |"), "{report}");
     assert!(report.contains("| prior |"), "{report}");

@@ -20,6 +20,15 @@ pub enum StudyCommand {
     /// history baselines, with bootstrap CIs and paired verdicts; unfinished elements are
     /// listed as missing (`elements.md`).
     Report(ReportArgs),
+    /// Where each element of a study stands: each stage done, started (step, total steps, last
+    /// loss, ETA) or not started, and whether it is evaluated.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The study folder `uqa study run` wrote.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -53,7 +62,32 @@ pub fn run(cmd: StudyCommand) -> CliResult {
     match cmd {
         StudyCommand::Run(a) => run_study(a),
         StudyCommand::Report(a) => report(a),
+        StudyCommand::Status(a) => status(a),
     }
+}
+
+fn status(a: StatusArgs) -> CliResult {
+    let elements = study::status(&a.dir)?;
+    println!("| element | pre-training | alignment | evaluation |");
+    println!("|---|---|---|---|");
+    for e in &elements {
+        println!(
+            "| {} | {}: {} | {}: {} | {} |",
+            e.name,
+            e.pretrain.0,
+            e.pretrain.1,
+            e.align.0,
+            e.align.1,
+            if e.evaluated { "done" } else { "-" }
+        );
+    }
+    let done = elements.iter().filter(|e| e.evaluated).count();
+    println!(
+        "
+{done} of {} elements evaluated",
+        elements.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_study(a: RunArgs) -> CliResult {
