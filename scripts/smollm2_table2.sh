@@ -8,7 +8,9 @@
 #   2. Trm++ pre-trained on it (configs/smollm2/pretrain_trmpp.toml);
 #   3. alignment, LLM frozen, adapter only (configs/smollm2/align_adapter.toml): trained encoder,
 #      untrained encoder; then the trained encoder with LoRA on q and v (`strategy = lora`);
-#      with TEXT20=1 also Text20 (the last 20 clicks as text, LoRA: nothing else can train);
+#      with TEXT20=1 also Text20 (the last 20 clicks as text, LoRA: nothing else can train;
+#      TEXT20_MAX_STEPS caps its steps, since each of its questions costs about ten soft-prompt
+#      ones: 0, the default, runs the whole epoch);
 #   4. `uqa eval` of each (greedy, at most MAX_NEW_TOKENS tokens), then `uqa report` with the
 #      prior and history rows, distinct answers and paired bootstrap verdicts.
 #
@@ -64,10 +66,10 @@ runs=("$out/trained/eval" "$out/untrained/eval" "$out/trained_lora/eval")
 if [ "${TEXT20:-0}" = 1 ]; then
   align text20_lora --set 'prompt={kind = "text", last_k = 20}' \
     --set 'strategy={kind = "lora", rank = 8, alpha = 16.0}' --set data.max_text_len=2048 \
-    --set train.batch_size=4
+    --set train.batch_size=4 --set "train.max_steps=${TEXT20_MAX_STEPS:-0}"
   runs+=("$out/text20_lora/eval")
 fi
 
 log "report -> $out/report"
 "$uqa" report "${runs[@]}" --out "$out/report" --compare trained,untrained \
-  --compare trained_lora,untrained
+  --compare trained_lora,untrained $([ "${TEXT20:-0}" = 1 ] && echo --compare trained_lora,text20_lora)
