@@ -26,13 +26,6 @@ pub enum EvalError {
         source: std::io::Error,
     },
 
-    #[error("{path}: line {line}: {reason}")]
-    BadLine {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
-
     #[error("{0}")]
     Invalid(String),
 }

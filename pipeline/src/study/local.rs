@@ -130,8 +130,8 @@ fn finished(dir: &Path, command: &[String]) -> Result<bool> {
     Ok(true)
 }
 
-/// The study's stages in the order they run: data, questions, each distinct pre-training, each
-/// distinct alignment, each alignment's evaluation.
+/// The study's stages in the order they run: data, questions, each distinct pre-training, then
+/// each distinct alignment followed by its evaluation.
 fn plan(study: &Study, dir: &Path) -> Vec<PlannedStage> {
     let base = &study.file.base;
     let data = dir.join("data");
@@ -207,8 +207,8 @@ fn plan(study: &Study, dir: &Path) -> Vec<PlannedStage> {
             distributed: true,
         });
     }
+    // Each alignment is evaluated right after it, so results come in as elements finish.
     let mut seen = BTreeSet::new();
-    let mut aligned = Vec::new();
     for e in &study.elements {
         if !seen.insert(e.align.key.clone()) {
             continue;
@@ -229,18 +229,14 @@ fn plan(study: &Study, dir: &Path) -> Vec<PlannedStage> {
         cmd.extend(overrides(&e.align.overrides));
         stages.push(PlannedStage {
             what: format!("alignment {}", e.align.key),
-            dir: out,
+            dir: out.clone(),
             command: cmd,
             distributed: true,
         });
-        aligned.push(e);
-    }
-    for e in aligned {
-        let run = e.align_dir(dir);
         let mut cmd = vec![
             "eval".into(),
             "--run".into(),
-            shown(&run),
+            shown(&out),
             "--name".into(),
             e.name.clone(),
             "--max-new-tokens".into(),
