@@ -138,11 +138,12 @@ fn a_study_runs_its_elements_once_resumes_and_reports() {
         resumed.contains("[7/7] evaluation untrained: uqa eval"),
         "{resumed}"
     );
-    let report = ok(&["study", "report", out_arg]);
+    let report = ok(&["study", "report", out_arg, "--compare", "trained,untrained"]);
     assert!(
         report.contains("| untrained |") && !report.contains("missing"),
         "{report}"
     );
+    assert!(report.contains("trained - untrained = "), "{report}");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report/report.json")).unwrap()).unwrap();
     let names: Vec<&str> = json["runs"]

@@ -32,7 +32,7 @@ pub struct ReportArgs {
     compare: Vec<(String, String)>,
 }
 
-fn parse_pair(s: &str) -> Result<(String, String), String> {
+pub fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once(',')
         .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
         .filter(|(a, b)| !a.is_empty() && !b.is_empty())

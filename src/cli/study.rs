@@ -56,6 +56,9 @@ pub struct ReportArgs {
     /// Where the report goes (default: DIR/report).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also compare two elements by name, "A,B" (split at the first comma); repeatable.
+    #[arg(long, value_parser = super::report::parse_pair)]
+    pub compare: Vec<(String, String)>,
 }
 
 pub fn run(cmd: StudyCommand) -> CliResult {
@@ -140,7 +143,7 @@ fn run_study(a: RunArgs) -> CliResult {
 
 fn report(a: ReportArgs) -> CliResult {
     let out = a.out.unwrap_or_else(|| a.dir.join("report"));
-    let done = study::report(&a.dir, &out)?;
+    let done = study::report(&a.dir, &out, &a.compare)?;
     super::report::print_tables(&done.report);
     if !done.missing.is_empty() {
         println!(

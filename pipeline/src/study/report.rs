@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use uqabench::report::{Report, Run, write_report};
+use uqabench::report::{Report, ReportOptions, Run, write_report_with};
 
 use super::local::STAGE_MARKER;
 use super::spec::Study;
@@ -24,8 +24,9 @@ pub struct StudyReport {
     pub missing: Vec<String>,
 }
 
-/// Reports the study run in `dir` into `out` (default `DIR/report`).
-pub fn report(dir: &Path, out: &Path) -> Result<StudyReport> {
+/// Reports the study run in `dir` into `out` (default `DIR/report`); `compare` adds paired
+/// verdicts between elements by name (every element is compared with the prior).
+pub fn report(dir: &Path, out: &Path, compare: &[(String, String)]) -> Result<StudyReport> {
     let study = Study::recorded(dir)?;
     let mut runs = Vec::new();
     let mut missing = Vec::new();
@@ -61,7 +62,11 @@ pub fn report(dir: &Path, out: &Path) -> Result<StudyReport> {
             ),
         });
     }
-    let (report, mut written) = write_report(&runs, out)?;
+    let options = ReportOptions {
+        compare: compare.to_vec(),
+        ..ReportOptions::default()
+    };
+    let (report, mut written) = write_report_with(&runs, &options, out)?;
     if !missing.is_empty() {
         let _ = writeln!(
             listing,
