@@ -77,6 +77,7 @@ const NON_NEGATIVE: Accepts = Accepts::Float {
 const ACCEPTS: &[(&str, &str, Accepts)] = &[
     ("quickstart", "--seed", Int(0, U64)),
     ("quickstart", "--nproc", Int(1, 4096)),
+    ("study run", "--nproc", Int(1, 4096)),
     ("quickstart", "--train-per-task", Int(1, U64)),
     ("quickstart", "--train-windows", Int(1, U64)),
     ("quickstart", "--eval-per-task", Int(1, U64)),
@@ -287,6 +288,15 @@ fn harness(cmd: &str, fx: &Fixtures, case: usize) -> Option<Harness> {
             vec![("--data", path(&fx.tiny)), ("--out", out("qa"))],
             true,
         ),
+        // A dry run of the committed study: checked and planned, nothing run.
+        "study run" => Harness {
+            positional: vec![path(
+                &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("studies/table2.toml"),
+            )],
+            flags: vec![("--out", out("study"))],
+            trailing: vec![s("--local"), s("--dry-run")],
+            succeeds: true,
+        },
         // No aligned run (see the module doc).
         "eval" => h(vec![], vec![("--run", out("no-run"))], false),
         "launch" => Harness {

@@ -7,7 +7,10 @@ use clap::{Args, Subcommand};
 use uqa_pipeline::study::{self, Study, StudyEvent};
 use uqa_pipeline::uqa_exe::UqaExe;
 
+use uqa_launcher::args::MAX_NPROC_PER_NODE;
+
 use super::CliResult;
+use super::numbers::usize_in;
 
 #[derive(Debug, Subcommand)]
 pub enum StudyCommand {
@@ -42,7 +45,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Ranks of each training and evaluation stage (as `uqa launch --nproc-per-node`).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = usize_in(1..=MAX_NPROC_PER_NODE as u64))]
     pub nproc: usize,
     /// Print each stage (skipped when done, else its command) and run nothing.
     #[arg(long)]
@@ -95,9 +98,6 @@ fn status(a: StatusArgs) -> CliResult {
 
 fn run_study(a: RunArgs) -> CliResult {
     let study = Study::load(&a.study)?;
-    if a.nproc == 0 {
-        return Err("--nproc: must be at least 1".into());
-    }
     let dir = a
         .out
         .unwrap_or_else(|| PathBuf::from("runs/studies").join(&study.file.study.name));
