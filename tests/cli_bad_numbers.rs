@@ -78,6 +78,7 @@ const ACCEPTS: &[(&str, &str, Accepts)] = &[
     ("quickstart", "--seed", Int(0, U64)),
     ("quickstart", "--nproc", Int(1, 4096)),
     ("study run", "--nproc", Int(1, 4096)),
+    ("study stage", "--nproc", Int(1, 4096)),
     ("quickstart", "--train-per-task", Int(1, U64)),
     ("quickstart", "--train-windows", Int(1, U64)),
     ("quickstart", "--eval-per-task", Int(1, U64)),
@@ -297,6 +298,8 @@ fn harness(cmd: &str, fx: &Fixtures, case: usize) -> Option<Harness> {
             trailing: vec![s("--local"), s("--dry-run")],
             succeeds: true,
         },
+        // No study folder: the number is checked before the folder is read.
+        "study stage" => h(vec![out("no-study"), s("data")], vec![], false),
         // No aligned run (see the module doc).
         "eval" => h(vec![], vec![("--run", out("no-run"))], false),
         "launch" => Harness {

@@ -75,14 +75,7 @@ fn sbatch_jobs_pretrain_for_real() {
     if !local_cluster::available("sbatch_jobs_pretrain_for_real") {
         return;
     }
-    let (_cluster, up) = ClusterGuard::start(repo().join("slurm/local-cluster.sh"));
-    assert!(
-        up.status.success(),
-        "cluster start failed:\n{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let state = std::env::var("UQA_SLURM_STATE").unwrap_or_else(|_| "/tmp/uqa-slurm".into());
-    let conf = format!("{state}/slurm.conf");
+    let (_cluster, conf) = ClusterGuard::up(repo().join("slurm/local-cluster.sh"));
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -99,10 +99,7 @@ fn sbatch_templates_run_on_a_local_two_node_cluster() {
         return skip(Category::Slurm, TEST, reason);
     };
     let repo = repo();
-    let (_cluster, up) = ClusterGuard::start(repo.join("slurm/local-cluster.sh"));
-    assert!(up.status.success(), "cluster start failed:\n{}", text(&up));
-    let state = std::env::var("UQA_SLURM_STATE").unwrap_or_else(|_| "/tmp/uqa-slurm".into());
-    let conf = format!("{state}/slurm.conf");
+    let (_cluster, conf) = ClusterGuard::up(repo.join("slurm/local-cluster.sh"));
 
     let dir = std::env::temp_dir().join(format!("uqa-slurm-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,5 +1,5 @@
 //! Running a stage through the `uqa` executable, as a user types it: under `uqa launch` on
-//! several ranks, or directly on one.
+//! several ranks, under `srun` inside a Slurm allocation, or directly on one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +26,15 @@ impl UqaExe {
         self.status(cmd.args(args), args)
     }
 
+    /// Runs `uqa ARGS...` on every task of the Slurm allocation this process runs in, one rank
+    /// per task (the ranks read SLURM_PROCID and friends). `--kill-on-bad-exit`: one failed
+    /// rank ends the step instead of leaving the others waiting in a collective.
+    pub fn srun(&self, args: &[String]) -> Result<()> {
+        let mut cmd = Command::new("srun");
+        cmd.arg("--kill-on-bad-exit=1").arg(&self.path);
+        self.status(cmd.args(args), args)
+    }
+
     /// Runs `uqa ARGS...` once (a stage that is not distributed: data, questions).
     pub fn once(&self, args: &[String]) -> Result<()> {
         self.status(Command::new(&self.path).args(args), args)
@@ -33,7 +42,7 @@ impl UqaExe {
 
     fn status(&self, cmd: &mut Command, args: &[String]) -> Result<()> {
         let status = cmd.status().map_err(|e| PipelineError::Io {
-            path: self.path.clone(),
+            path: PathBuf::from(cmd.get_program()),
             source: e,
         })?;
         if !status.success() {

@@ -1,6 +1,6 @@
-//! What both Slurm tests (comm/tests/slurm.rs and tests/slurm_pretrain.rs) share about the local
-//! cluster of `slurm/local-cluster.sh`: whether it can run here, and the guard that stops the
-//! daemons a test started.
+//! What the Slurm tests (comm/tests/slurm.rs, tests/slurm_pretrain.rs, tests/slurm_study.rs)
+//! share about the local cluster of `slurm/local-cluster.sh`: whether it can run here, and the
+//! guard that starts it and stops the daemons a test started.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -50,7 +50,21 @@ pub struct ClusterGuard {
 }
 
 impl ClusterGuard {
-    pub fn start(script: PathBuf) -> (Self, Output) {
+    /// Starts the cluster (panicking with the script's output when it cannot) and returns the
+    /// guard and the path of its `slurm.conf`, for `SLURM_CONF`.
+    pub fn up(script: PathBuf) -> (Self, String) {
+        let (guard, up) = Self::start(script);
+        assert!(
+            up.status.success(),
+            "cluster start failed:\n{}{}",
+            String::from_utf8_lossy(&up.stdout),
+            String::from_utf8_lossy(&up.stderr)
+        );
+        let state = std::env::var("UQA_SLURM_STATE").unwrap_or_else(|_| "/tmp/uqa-slurm".into());
+        (guard, format!("{state}/slurm.conf"))
+    }
+
+    fn start(script: PathBuf) -> (Self, Output) {
         let was_up = Command::new(&script)
             .arg("status")
             .output()

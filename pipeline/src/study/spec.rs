@@ -65,6 +65,83 @@ pub struct StudyFile {
     /// Explicit elements (axis name -> value name); empty: the product of the axes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub points: Vec<BTreeMap<String, String>>,
+    /// sbatch options of the jobs `uqa study run --slurm` submits.
+    #[serde(default, skip_serializing_if = "SlurmOptions::is_empty")]
+    pub slurm: SlurmOptions,
+}
+
+/// `[slurm]`: sbatch options, as on sbatch's command line (`"--nodes=2"`), for every job
+/// (`sbatch`) and for each stage's jobs (added after). A training or evaluation element runs
+/// data-parallel on every task of its allocation, so `--ntasks`, `--nodes` and
+/// `--ntasks-per-node` choose its ranks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmOptions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sbatch: Vec<String>,
+    /// The job that makes the dataset and the questions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pretrain: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub align: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eval: Vec<String>,
+}
+
+impl SlurmOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == SlurmOptions::default()
+    }
+
+    /// The options of the jobs of one stage (`data`, `pretrain`, `align` or `eval`).
+    pub fn for_stage(&self, stage: &str) -> Vec<String> {
+        let own = match stage {
+            "data" => &self.data,
+            "pretrain" => &self.pretrain,
+            "align" => &self.align,
+            "eval" => &self.eval,
+            _ => return self.sbatch.clone(),
+        };
+        self.sbatch.iter().chain(own).cloned().collect()
+    }
+
+    /// Why an option cannot be used, naming it: each is one sbatch option, and the ones the
+    /// submitter sets itself (array, dependencies, waiting, its parsable output) are refused.
+    pub fn invalid(&self) -> Option<String> {
+        let lists = [
+            ("sbatch", &self.sbatch),
+            ("data", &self.data),
+            ("pretrain", &self.pretrain),
+            ("align", &self.align),
+            ("eval", &self.eval),
+        ];
+        for (key, list) in lists {
+            for opt in list {
+                if let Some(why) = refused_sbatch_option(opt) {
+                    return Some(format!("slurm.{key}: `{opt}` {why}"));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Why `uqa study run --slurm` cannot pass `opt` to sbatch, if it cannot.
+pub fn refused_sbatch_option(opt: &str) -> Option<&'static str> {
+    if !opt.starts_with('-') {
+        return Some(
+            "is not an sbatch option (write options as on sbatch's command line, e.g. \"--nodes=2\")",
+        );
+    }
+    let name = opt.split('=').next().unwrap_or(opt);
+    match name {
+        "--array" | "-a" | "--dependency" | "-d" | "--wait" | "-W" | "--parsable" => {
+            Some("is set by `uqa study run --slurm` itself")
+        }
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,6 +353,9 @@ impl Study {
                     ));
                 }
             }
+        }
+        if let Some(why) = file.slurm.invalid() {
+            return bad(why);
         }
         let d = &file.base.data;
         if d.preset.is_some() == d.config.is_some() {
@@ -575,5 +655,35 @@ align = ['prompt = { kind = "text", last_k = 20 }']
         );
         let e = err(&STUDY.replace("pretrain = ['model", "pretrian = ['model"));
         assert!(e.contains("pretrian"), "{e}");
+    }
+
+    #[test]
+    fn slurm_options_are_checked_and_ordered_per_stage() {
+        let with = |table: &str| STUDY.to_string() + "\n[slurm]\n" + table;
+        let s = load(&with(
+            "sbatch = [\"--time=1:00:00\"]\npretrain = [\"--nodes=2\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            s.file.slurm.for_stage("pretrain"),
+            ["--time=1:00:00", "--nodes=2"]
+        );
+        assert_eq!(s.file.slurm.for_stage("eval"), ["--time=1:00:00"]);
+        // Recorded with the study, so the jobs' `uqa study stage` reads the same file back.
+        let again: StudyFile = toml::from_str(&s.to_recorded_toml()).unwrap();
+        assert_eq!(again.slurm, s.file.slurm);
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        let e = err(&with("align = [\"--array=0-3\"]\n"));
+        assert!(
+            e.contains("slurm.align: `--array=0-3` is set by `uqa study run --slurm`"),
+            "{e}"
+        );
+        let e = err(&with("eval = [\"nodes=2\"]\n"));
+        assert!(
+            e.contains("slurm.eval: `nodes=2` is not an sbatch option"),
+            "{e}"
+        );
+        let e = err(&with("gpus = [\"--gpus=8\"]\n"));
+        assert!(e.contains("gpus"), "{e}");
     }
 }

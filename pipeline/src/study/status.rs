@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::local::STAGE_MARKER;
+use super::plan::STAGE_MARKER;
 use super::spec::{Element, Study};
 use crate::Result;
 

@@ -5,6 +5,7 @@
 
 pub mod baselines;
 pub mod compare;
+pub mod layouts;
 pub mod plots;
 pub mod tables;
 
