@@ -212,3 +212,56 @@ fn a_bad_study_file_is_refused_before_anything_runs() {
         assert!(!out.exists(), "a refused study wrote {}", out.display());
     }
 }
+
+/// Every committed study file loads and expands: the CPU-scale ones as a local dry run, the
+/// paper-scale ones (studies/paper/) as the sbatch commands `--slurm` would submit. A dry run
+/// writes nothing.
+#[test]
+fn every_committed_study_expands() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("studies");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for (dir, mode) in [(root.clone(), "--local"), (root.join("paper"), "--slurm")] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for study in files {
+            let out = tmp.path().join(format!("{seen}"));
+            let t = ok(&[
+                "study",
+                "run",
+                study.to_str().unwrap(),
+                mode,
+                "--dry-run",
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            let expected = if mode == "--slurm" {
+                "nothing submitted"
+            } else {
+                "stages to run"
+            };
+            assert!(t.contains(expected), "{}:\n{t}", study.display());
+            if mode == "--slurm" {
+                // Each training element gets a whole node's ranks.
+                assert!(
+                    t.contains("--ntasks-per-node=8"),
+                    "{}:\n{t}",
+                    study.display()
+                );
+            }
+            assert!(
+                !out.exists(),
+                "{}: the dry run wrote {}",
+                study.display(),
+                out.display()
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 11, "{seen} study files");
+}

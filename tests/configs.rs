@@ -24,7 +24,14 @@ fn configs(dir: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn every_experiment_config_loads() {
     let mut n = 0;
-    for dir in ["pretrain", "movielens", "tests", "quickstart", "bench"] {
+    for dir in [
+        "pretrain",
+        "movielens",
+        "tests",
+        "quickstart",
+        "bench",
+        "paper",
+    ] {
         for p in configs(dir) {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             let loaded: Result<(), String> = if name.contains("align") {
