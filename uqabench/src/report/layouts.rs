@@ -33,6 +33,9 @@ pub const LAYOUTS: [(&str, &str, Option<&str>); 4] = [
     ("Table 6", "lengths", None),
 ];
 
+/// The row axis of the layout that aggregates every element over its seeds.
+pub const SEEDS_AXIS: &str = "element";
+
 /// One finished element: its axis values (axis, value), seed, encoder size and predictions.
 #[derive(Debug, Clone)]
 pub struct ElementRun {
@@ -132,27 +135,55 @@ pub fn layouts(elements: &[ElementRun], resamples: usize, seed: u64) -> Result<V
             .iter()
             .any(|e| e.values.iter().any(|(a, _)| a == axis))
     };
-    let value = |e: &ElementRun, axis: &str| {
-        e.values
+    let value = |values: &[(String, String)], axis: &str| {
+        values
             .iter()
             .find(|(a, _)| a == axis)
             .map(|(_, v)| v.clone())
     };
 
-    let mut out = Vec::new();
+    // Each layout: its table, row and column axes, and every element's values as the layout
+    // sees them.
+    let own: Vec<Vec<(String, String)>> = elements.iter().map(|e| e.values.clone()).collect();
+    type Values = Vec<Vec<(String, String)>>;
+    let mut specs: Vec<(&str, &str, Option<&str>, Values)> = Vec::new();
     for (table, row_axis, col_axis) in LAYOUTS {
         // A table whose row axis the study lacks lays out its column axis alone.
-        let (row_axis, col_axis) = match (has_axis(row_axis), col_axis.filter(|c| has_axis(c))) {
-            (true, col) => (row_axis, col),
-            (false, Some(col)) => (col, None),
-            (false, None) => continue,
-        };
+        match (has_axis(row_axis), col_axis.filter(|c| has_axis(c))) {
+            (true, col) => specs.push((table, row_axis, col, own.clone())),
+            (false, Some(col)) => specs.push((table, col, None, own.clone())),
+            (false, None) => {}
+        }
+    }
+    // With several seeds, every element (Table 2's and Table 7's rows, one per seed in the
+    // report) also aggregated over its seeds: one row per combination of axis values.
+    let mut combos: Vec<&[(String, String)]> = own.iter().map(Vec::as_slice).collect();
+    combos.sort();
+    combos.dedup();
+    if combos.len() < elements.len() {
+        let joined = own
+            .iter()
+            .map(|v| {
+                let name = v
+                    .iter()
+                    .map(|(_, x)| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" / ");
+                // A study without axes has one element, seeded several times.
+                let name = if name.is_empty() { "base".into() } else { name };
+                vec![(SEEDS_AXIS.to_string(), name)]
+            })
+            .collect();
+        specs.push(("Elements over seeds", SEEDS_AXIS, None, joined));
+    }
+
+    let mut out = Vec::new();
+    for (table, row_axis, col_axis, values) in specs {
         // (group, row, col) -> members (indices into elements).
         let mut cells: BTreeMap<(String, String, Option<String>), Vec<usize>> = BTreeMap::new();
         let mut order: Vec<(String, String, Option<String>)> = Vec::new();
-        for (i, e) in elements.iter().enumerate() {
-            let group = e
-                .values
+        for (i, vals) in values.iter().enumerate() {
+            let group = vals
                 .iter()
                 .filter(|(a, _)| a != row_axis && Some(a.as_str()) != col_axis)
                 .map(|(_, v)| v.as_str())
@@ -160,8 +191,8 @@ pub fn layouts(elements: &[ElementRun], resamples: usize, seed: u64) -> Result<V
                 .join(" / ");
             let key = (
                 group,
-                value(e, row_axis).unwrap_or_default(),
-                col_axis.and_then(|c| value(e, c)),
+                value(vals, row_axis).unwrap_or_default(),
+                col_axis.and_then(|c| value(vals, c)),
             );
             if !cells.contains_key(&key) {
                 order.push(key.clone());
@@ -468,7 +499,19 @@ mod tests {
             element(&[("sizes", "big")], 1, 1e7, 40),
         ];
         let ls = layouts(&es, 200, 7).unwrap();
-        assert_eq!(ls.len(), 1);
+        assert_eq!(ls.len(), 2);
+        // The elements over their seeds: the same cells, by element.
+        let over = &ls[1];
+        assert_eq!(
+            (over.table.as_str(), over.row_axis.as_str()),
+            ("Elements over seeds", SEEDS_AXIS)
+        );
+        let rows: Vec<(&str, usize, f64)> = over
+            .cells
+            .iter()
+            .map(|c| (c.row.as_str(), c.seeds, c.accuracy))
+            .collect();
+        assert_eq!(rows, [("small", 2, 25.0), ("big", 2, 40.0)]);
         let l = &ls[0];
         assert_eq!(l.table, "Table 5");
         let small = &l.cells[0];
@@ -489,7 +532,8 @@ mod tests {
         assert!(md.contains("### Table 5: sizes"), "{md}");
         assert!(md.contains("| small | 1.00M | 25.00 ["), "{md}");
         assert!(md.contains("Power law over 2 sizes"), "{md}");
-        assert_eq!(csv(&ls).lines().count(), 3);
+        assert!(md.contains("### Elements over seeds: element"), "{md}");
+        assert_eq!(csv(&ls).lines().count(), 5);
     }
 
     #[test]
@@ -527,6 +571,8 @@ mod tests {
             ),
         ];
         let ls = layouts(&es, 50, 1).unwrap();
+        // One seed each: no aggregate over seeds.
+        assert!(ls.iter().all(|l| l.row_axis != SEEDS_AXIS));
         let md = markdown(&ls);
         assert!(
             md.contains("### Table 4: adapters x strategies (trmpp)"),
