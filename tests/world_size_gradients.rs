@@ -17,7 +17,7 @@ use common::*;
 use std::path::Path;
 use std::time::Duration;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use uqa_comm::{Communicator, LocalComm};
 use uqa_data::sampler::SamplerState;
 use uqa_trainer::PretrainJob;
@@ -214,7 +214,7 @@ fn every_encoder_has_the_same_gradients_on_any_split() {
     let data = tiny_data(dir.path());
     for (name, encoder) in ENCODERS {
         let job = pretrain_job(&data, encoder);
-        let make = |rank: usize| PretrainStage::new(&job, rank).unwrap();
+        let make = |rank: usize| PretrainStage::new(&job, rank, &Device::Cpu).unwrap();
         check_splits(name, &make, &job.train);
     }
 }
@@ -254,7 +254,7 @@ fn alignment_has_the_same_gradients_on_any_split() {
             format!("strategy={strategy}"),
         ];
         let job = AlignJob::load(Path::new(&config("tiny_align.toml")), &sets).unwrap();
-        let make = |rank: usize| AlignStage::new(&job, rank).unwrap();
+        let make = |rank: usize| AlignStage::new(&job, rank, &Device::Cpu).unwrap();
         check_splits(&format!("alignment {strategy}"), &make, &job.train);
     }
 }
@@ -264,7 +264,7 @@ fn a_gradient_scaled_by_the_world_size_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_data(dir.path());
     let job = pretrain_job(&data, ENCODERS[0].1);
-    let make = |rank: usize| PretrainStage::new(&job, rank).unwrap();
+    let make = |rank: usize| PretrainStage::new(&job, rank, &Device::Cpu).unwrap();
     let reference = sgd_trace(&make, &job.train, 1, 1, false);
     let scaled = sgd_trace(&make, &job.train, 2, 1, true);
     let err = compare(&reference, &scaled).expect_err("a gradient twice too large must differ");

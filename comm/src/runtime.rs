@@ -118,15 +118,63 @@ impl Runtime {
     }
 }
 
-/// This build has no CUDA support yet, so `auto` means the CPU and `cuda` is refused by name.
-fn resolve_device(request: DeviceRequest, _local_rank: usize) -> Result<DeviceKind> {
-    match request {
-        DeviceRequest::Auto | DeviceRequest::Cpu => Ok(DeviceKind::Cpu),
-        DeviceRequest::Cuda => Err(CommError::Setting {
-            setting: "runtime.device",
-            value: "cuda".into(),
-            reason: "this build of uqa has no CUDA support; use \"cpu\" or \"auto\"".into(),
+/// `cpu` is the CPU. `cuda` is `cuda:LOCAL_RANK` (torchrun's convention: one GPU per local
+/// rank), refused by name on a build without CUDA, when no device is visible, or when the local
+/// rank has no device of its own. `auto` is `cuda:LOCAL_RANK` when the build has CUDA and the
+/// local rank has a visible device, else the CPU.
+fn resolve_device(request: DeviceRequest, local_rank: usize) -> Result<DeviceKind> {
+    let refuse = |reason: String| CommError::Setting {
+        setting: "runtime.device",
+        value: request.to_string(),
+        reason,
+    };
+    match (request, cuda_devices()) {
+        (DeviceRequest::Cpu, _) => Ok(DeviceKind::Cpu),
+        (DeviceRequest::Auto, Some(Ok(n))) if local_rank < n => Ok(DeviceKind::Cuda {
+            ordinal: local_rank,
         }),
+        (DeviceRequest::Auto, _) => Ok(DeviceKind::Cpu),
+        (DeviceRequest::Cuda, None) => Err(refuse(
+            "this build of uqa has no CUDA support (build with `--features cuda`); use \"cpu\" \
+             or \"auto\""
+                .into(),
+        )),
+        (DeviceRequest::Cuda, Some(Err(e))) => Err(refuse(format!(
+            "no CUDA device is visible ({e}); use \"cpu\" or \"auto\""
+        ))),
+        (DeviceRequest::Cuda, Some(Ok(n))) if local_rank >= n => Err(refuse(format!(
+            "local rank {local_rank} has no CUDA device of its own ({n} visible): start at most \
+             {n} ranks per node"
+        ))),
+        (DeviceRequest::Cuda, Some(Ok(_))) => Ok(DeviceKind::Cuda {
+            ordinal: local_rank,
+        }),
+    }
+}
+
+/// How many CUDA devices this process sees: `None` on a build without CUDA, an error (the
+/// driver's, e.g. no device or no driver) when there are none.
+#[cfg(feature = "cuda")]
+fn cuda_devices() -> Option<std::result::Result<usize, String>> {
+    Some(match cudarc::driver::CudaContext::device_count() {
+        Ok(n) if n > 0 => Ok(n as usize),
+        Ok(_) => Err("the driver reports 0 devices".into()),
+        Err(e) => Err(format!("CUDA driver: {e}")),
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_devices() -> Option<std::result::Result<usize, String>> {
+    None
+}
+
+impl DeviceKind {
+    /// The CUDA ordinal, `None` for the CPU.
+    pub fn cuda_ordinal(self) -> Option<usize> {
+        match self {
+            Self::Cpu => None,
+            Self::Cuda { ordinal } => Some(ordinal),
+        }
     }
 }
 
@@ -164,13 +212,22 @@ mod tests {
         );
     }
 
+    /// Without CUDA (a CPU build, or the CUDA build on a machine without a GPU), `cuda` is
+    /// refused naming the setting and `auto` is the CPU.
     #[test]
-    fn cuda_on_a_cpu_build_is_refused_by_name() {
+    fn cuda_without_a_device_is_refused_by_name() {
+        if cuda_devices().is_some_and(|n| n.is_ok()) {
+            return; // a GPU host: tests/gpu.rs covers it
+        }
         let err = runtime(&[], DeviceRequest::Cuda).unwrap_err().to_string();
-        assert!(
-            err.contains("runtime.device") && err.contains("no CUDA"),
-            "{err}"
-        );
+        let why = if cfg!(feature = "cuda") {
+            "no CUDA device is visible"
+        } else {
+            "no CUDA support"
+        };
+        assert!(err.contains("runtime.device") && err.contains(why), "{err}");
+        let auto = runtime(&[], DeviceRequest::Auto).unwrap();
+        assert_eq!(auto.device, DeviceKind::Cpu);
         assert_eq!("cuda".parse::<DeviceRequest>(), Ok(DeviceRequest::Cuda));
         assert!(
             "tpu"

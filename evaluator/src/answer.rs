@@ -20,6 +20,7 @@ use uqa_models::aligned::{
     AlignModel, AlignedSpec, PromptConfig, QuestionSet, Render, encoder_config, load_aligned,
     load_questions,
 };
+use uqa_models::device::Device;
 use uqa_models::llm::GenerateConfig;
 use uqa_models::llm::chat::EncodedChat;
 
@@ -98,15 +99,21 @@ struct Answer {
 /// the scores on rank 0.
 pub fn evaluate(job: &EvalJob, runtime: &Runtime) -> Result<Option<EvalOutcome>> {
     let mut replicas = Replicas::connect(runtime, job.collective_timeout)?;
-    evaluate_with(job, &mut replicas)
+    let device = uqa_models::device::open(runtime.device.cuda_ordinal())?;
+    evaluate_with(job, &mut replicas, &device)
 }
 
-pub fn evaluate_with(job: &EvalJob, replicas: &mut Replicas) -> Result<Option<EvalOutcome>> {
+/// Evaluation on given replicas, the model on `device`.
+pub fn evaluate_with(
+    job: &EvalJob,
+    replicas: &mut Replicas,
+    device: &Device,
+) -> Result<Option<EvalOutcome>> {
     let (rank, world) = (replicas.rank(), replicas.world_size());
     if job.batch_size == 0 {
         return Err(EvalError::Invalid("--batch-size must be positive".into()));
     }
-    let (align, m, dataset) = load_aligned(&job.run)?;
+    let (align, m, dataset) = load_aligned(&job.run, device)?;
     let file = job
         .questions
         .clone()

@@ -15,6 +15,7 @@
 pub mod adapter;
 pub mod aligned;
 pub mod checkpoint;
+pub mod device;
 pub mod embedder;
 pub mod encoder;
 pub mod error;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
+use uqa_comm::{DeviceRequest, Runtime};
 use uqa_data::bench::memory::{check_fits, peak_rss_mb};
 use uqa_models::InputVariant;
 use uqa_trainer::bench_step::StepBench;
@@ -67,6 +68,9 @@ pub struct StepArgs {
     /// Recompute each block's activations in backward (`activation_checkpointing`).
     #[arg(long)]
     activation_checkpointing: bool,
+    /// auto, cpu or cuda (cuda:LOCAL_RANK; a build with `--features cuda`).
+    #[arg(long, default_value = "auto")]
+    device: DeviceRequest,
 }
 
 pub fn run(a: StepArgs) -> CliResult {
@@ -76,6 +80,8 @@ pub fn run(a: StepArgs) -> CliResult {
         "no-side" => InputVariant::NoSide,
         other => return Err(format!("--side {other}: expected full, no-text or no-side").into()),
     };
+    let kind = Runtime::from_env(a.device)?.device;
+    let device = uqa_models::device::open(kind.cuda_ordinal())?;
     let bench = StepBench {
         layers: a.layers,
         dim: a.dim,
@@ -96,6 +102,7 @@ pub fn run(a: StepArgs) -> CliResult {
         warmup: a.warmup,
         seed: a.seed,
         activation_checkpointing: a.activation_checkpointing,
+        device,
     };
     if !bench.heads_fit() {
         return Err(format!(
@@ -138,7 +145,7 @@ pub fn run(a: StepArgs) -> CliResult {
     let (first, last) = (&report.steps[0], &report.steps[report.steps.len() - 1]);
     let threads = candle_core::utils::get_num_threads();
     let res = json!({
-        "bench": "encoder_step", "impl": "uqa", "threads": threads,
+        "bench": "encoder_step", "impl": "uqa", "threads": threads, "device": kind.to_string(),
         "layers": a.layers, "dim": a.dim, "heads": a.heads, "seq": a.seq, "batch": a.batch,
         "items": a.items, "side": a.side, "ce": "chunked", "ce_chunk": a.ce_chunk,
         "adamw": "uqa", "activation_checkpointing": a.activation_checkpointing,

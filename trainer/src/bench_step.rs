@@ -54,6 +54,8 @@ pub struct StepBench {
     pub warmup: usize,
     pub seed: u64,
     pub activation_checkpointing: bool,
+    /// Where the model computes (`uqa_models::device::open`).
+    pub device: Device,
 }
 
 /// One step's seconds: forward, backward, optimiser.
@@ -254,7 +256,7 @@ impl StepBench {
             output_head: true,
         };
         let varmap = VarMap::new();
-        let vb = seeded_var_builder(&varmap, self.seed, DType::F32, &Device::Cpu);
+        let vb = seeded_var_builder(&varmap, self.seed, DType::F32, &self.device);
         let mut model = PretrainModel::new(&cfg, &vocab, vb)?;
         let sink = GradSink::new();
         model.set_grad_sink(Some(sink.clone()));

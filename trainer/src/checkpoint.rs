@@ -356,7 +356,9 @@ pub fn restore(
                 var.shape().dims()
             )));
         }
-        var.set(t).ctx("restoring a parameter")?;
+        // Read on the host, restored onto the parameter's own device.
+        var.set(&t.to_device(var.device()).ctx("restoring a parameter")?)
+            .ctx("restoring a parameter")?;
     }
     let file = optimizer_file(optimizer);
     let path = dir.join(&file);

@@ -52,7 +52,8 @@ pub fn pretrain_observed(
     replicas: &mut Replicas,
     telemetry: &Telemetry,
 ) -> Result<PretrainOutcome> {
-    let mut stage = PretrainStage::new(job, replicas.rank())?;
+    let device = uqa_models::device::open(runtime.device.cuda_ordinal())?;
+    let mut stage = PretrainStage::new(job, replicas.rank(), &device)?;
     let run = Run {
         name: "pre-trained",
         train: &job.train,
@@ -88,12 +89,13 @@ pub struct PretrainStage<'a> {
 }
 
 impl<'a> PretrainStage<'a> {
-    /// The model with the run's seeded initial weights (the same on every rank).
-    pub fn new(job: &'a PretrainJob, rank: usize) -> Result<Self> {
+    /// The model on `device` with the run's seeded initial weights (the same on every rank and
+    /// every device: they are drawn on the host).
+    pub fn new(job: &'a PretrainJob, rank: usize, device: &Device) -> Result<Self> {
         let ds = Dataset::open(&job.data.dir)?;
         ds.train.advise_random();
         let varmap = VarMap::new();
-        let vb = seeded_var_builder(&varmap, job.train.seed, DType::F32, &Device::Cpu);
+        let vb = seeded_var_builder(&varmap, job.train.seed, DType::F32, device);
         let mut model = PretrainModel::new(&job.model, &ds.meta.vocab, vb)?;
         let sink = GradSink::new();
         model.set_grad_sink(Some(sink.clone()));

@@ -37,9 +37,8 @@ pub struct LlmParts {
     pub tokenizer: TextTokenizer,
 }
 
-/// Loads the LLM named by `source`: `tiny`, a Hugging Face folder, or a `.gguf` file.
-pub fn load_llm(llm: &LlmSource, dataset: &Dataset) -> Result<LlmParts> {
-    let dev = Device::Cpu;
+/// Loads the LLM named by `source` onto `dev`: `tiny`, a Hugging Face folder, or a `.gguf` file.
+pub fn load_llm(llm: &LlmSource, dataset: &Dataset, dev: &Device) -> Result<LlmParts> {
     let (source, seed) = (llm.source.as_str(), llm.seed);
     if source == "tiny" {
         let tokenizer = TextTokenizer::from_file(&dataset.tokenizer_path())?;
@@ -47,7 +46,7 @@ pub fn load_llm(llm: &LlmSource, dataset: &Dataset) -> Result<LlmParts> {
         let vocab = (tokenizer.vocab_size() as usize).div_ceil(64) * 64;
         let config = llm.tiny.config(vocab)?;
         let map = VarMap::new();
-        CausalLm::new(&config, seeded_var_builder(&map, seed, DType::F32, &dev))
+        CausalLm::new(&config, seeded_var_builder(&map, seed, DType::F32, dev))
             .ctx("initialising the tiny LLM")?;
         let weights = map
             .data()
@@ -64,13 +63,13 @@ pub fn load_llm(llm: &LlmSource, dataset: &Dataset) -> Result<LlmParts> {
     }
     let path = PathBuf::from(source);
     if path.extension().is_some_and(|e| e == "gguf") {
-        return load_gguf(&path);
+        return load_gguf(&path, dev);
     }
-    load_hf_dir(&path)
+    load_hf_dir(&path, dev)
 }
 
-fn load_hf_dir(dir: &Path) -> Result<LlmParts> {
-    let (config, weights) = crate::llm::load_hf_weights(dir, &Device::Cpu)?;
+fn load_hf_dir(dir: &Path, dev: &Device) -> Result<LlmParts> {
+    let (config, weights) = crate::llm::load_hf_weights(dir, dev)?;
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
     Ok(LlmParts {
         config,
@@ -80,9 +79,9 @@ fn load_hf_dir(dir: &Path) -> Result<LlmParts> {
 }
 
 /// A GGUF file, dequantised; its tokenizer comes from the file's metadata.
-fn load_gguf(path: &Path) -> Result<LlmParts> {
+fn load_gguf(path: &Path, dev: &Device) -> Result<LlmParts> {
     let file = GgufFile::open(path)?;
-    let (config, weights) = file.load_weights(&Device::Cpu)?;
+    let (config, weights) = file.load_weights(dev)?;
     let tokenizer = TextTokenizer::from_tokenizer(file.tokenizer()?, &path.display().to_string())?;
     Ok(LlmParts {
         config,
@@ -118,13 +117,14 @@ pub fn encoder_config(run: &Path) -> Result<PretrainConfig> {
     Ok(PretrainRun::load(&run.join("config.toml"))?.model)
 }
 
-/// The frozen encoder of a pre-training run (`untrained`: its initial weights), which must read
-/// sequences of `max_len` positions (the alignment's `data.max_len`).
+/// The frozen encoder of a pre-training run on `dev` (`untrained`: its initial weights), which
+/// must read sequences of `max_len` positions (the alignment's `data.max_len`).
 fn load_encoder(
     run: &Path,
     untrained: bool,
     dataset: &Dataset,
     max_len: usize,
+    dev: &Device,
 ) -> Result<PretrainModel> {
     let config = run.join("config.toml");
     let job = PretrainRun::load(&config)?;
@@ -137,10 +137,9 @@ fn load_encoder(
             config.display()
         )));
     }
-    let dev = Device::Cpu;
     if untrained {
         let map = VarMap::new();
-        let vb = seeded_var_builder(&map, job.train.seed, DType::F32, &dev);
+        let vb = seeded_var_builder(&map, job.train.seed, DType::F32, dev);
         return PretrainModel::new(&job.model, &dataset.meta.vocab, vb);
     }
     let dir = checkpoint::latest(run)?.ok_or_else(|| ModelError::Checkpoint {
@@ -149,14 +148,14 @@ fn load_encoder(
     })?;
     let file = dir.join("model.safetensors");
     let weights =
-        candle_core::safetensors::load(&file, &dev).map_err(|e| ModelError::Checkpoint {
+        candle_core::safetensors::load(&file, dev).map_err(|e| ModelError::Checkpoint {
             path: file.clone(),
             reason: e.to_string(),
         })?;
     PretrainModel::new(
         &job.model,
         &dataset.meta.vocab,
-        VarBuilder::from_tensors(weights, DType::F32, &dev),
+        VarBuilder::from_tensors(weights, DType::F32, dev),
     )
     .map_err(|e| ModelError::Checkpoint {
         path: file,
@@ -164,13 +163,12 @@ fn load_encoder(
     })
 }
 
-/// Builds everything `job` names, with fresh trainable variables (seeded by `seed`).
-pub fn build(job: &AlignedSpec, seed: u64, dataset: &Dataset) -> Result<AlignModel> {
-    let dev = Device::Cpu;
-    let parts = load_llm(&job.llm, dataset)?;
+/// Builds everything `job` names on `dev`, with fresh trainable variables (seeded by `seed`).
+pub fn build(job: &AlignedSpec, seed: u64, dataset: &Dataset, dev: &Device) -> Result<AlignModel> {
+    let parts = load_llm(&job.llm, dataset, dev)?;
     check_tokenizer(parts.tokenizer.inner(), &parts.config)?;
     let trainable = VarMap::new();
-    let tvb = seeded_var_builder(&trainable, seed, DType::F32, &dev);
+    let tvb = seeded_var_builder(&trainable, seed, DType::F32, dev);
     let llm_ctx = format!("LLM weights of {}", job.llm.source);
     let lm = match &job.strategy {
         Strategy::Full { .. } => {
@@ -186,12 +184,12 @@ pub fn build(job: &AlignedSpec, seed: u64, dataset: &Dataset) -> Result<AlignMod
         }
         Strategy::Adapter => CausalLm::new(
             &parts.config,
-            VarBuilder::from_tensors(parts.weights.clone(), DType::F32, &dev),
+            VarBuilder::from_tensors(parts.weights.clone(), DType::F32, dev),
         )
         .ctx(&llm_ctx)?,
         Strategy::Lora { lora } => CausalLm::with_lora(
             &parts.config,
-            VarBuilder::from_tensors(parts.weights.clone(), DType::F32, &dev),
+            VarBuilder::from_tensors(parts.weights.clone(), DType::F32, dev),
             Some((*lora, tvb.pp("lora"))),
         )
         .ctx(&llm_ctx)?,
@@ -203,7 +201,7 @@ pub fn build(job: &AlignedSpec, seed: u64, dataset: &Dataset) -> Result<AlignMod
             adapter,
             placement,
         } => {
-            let enc = load_encoder(encoder, *untrained, dataset, job.data.max_len)?;
+            let enc = load_encoder(encoder, *untrained, dataset, job.data.max_len, dev)?;
             let width = enc.config().encoder.width();
             let adapter =
                 Adapter::new(adapter, width, parts.config.hidden_size, tvb.pp("adapter"))?;
@@ -234,13 +232,14 @@ pub fn build(job: &AlignedSpec, seed: u64, dataset: &Dataset) -> Result<AlignMod
     })
 }
 
-/// An alignment run's model for evaluation: the job saved in `run/config.toml` rebuilt (frozen
-/// parts from their sources) and the trained variables restored from its latest checkpoint.
-pub fn load_aligned(run: &Path) -> Result<(AlignedSpec, AlignModel, Dataset)> {
+/// An alignment run's model for evaluation on `dev`: the job saved in `run/config.toml` rebuilt
+/// (frozen parts from their sources) and the trained variables restored from its latest
+/// checkpoint.
+pub fn load_aligned(run: &Path, dev: &Device) -> Result<(AlignedSpec, AlignModel, Dataset)> {
     let job = AlignedSpec::from_run(run)?;
     let dataset = Dataset::open(&job.data.dataset)?;
     // Every trainable variable is overwritten from the checkpoint below: the seed is moot.
-    let m = build(&job, 0, &dataset)?;
+    let m = build(&job, 0, &dataset, dev)?;
     let dir = checkpoint::latest(run)?.ok_or_else(|| ModelError::Checkpoint {
         path: run.to_path_buf(),
         reason: "no checkpoint: run `uqa align` first".into(),
@@ -250,8 +249,7 @@ pub fn load_aligned(run: &Path) -> Result<(AlignedSpec, AlignModel, Dataset)> {
         path: file.clone(),
         reason,
     };
-    let weights =
-        candle_core::safetensors::load(&file, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+    let weights = candle_core::safetensors::load(&file, dev).map_err(|e| bad(e.to_string()))?;
     let data = m.trainable.data().lock().expect("var map lock");
     if weights.len() != data.len() {
         return Err(bad(format!(

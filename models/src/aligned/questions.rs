@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use uqa_data::catalog::ItemCatalog;
 use uqa_data::dataset::Dataset;
 use uqa_data::reader::{SequenceFile, SequenceRow};
@@ -316,7 +316,7 @@ pub fn title_vectors(m: &AlignModel, catalog: &ItemCatalog) -> Result<Vec<Vec<f3
             out.push(vec![0.0; d]);
             continue;
         }
-        let t = Tensor::new(ids.as_slice(), &Device::Cpu)
+        let t = Tensor::new(ids.as_slice(), lm.device())
             .and_then(|t| t.unsqueeze(0))
             .and_then(|t| lm.embed_tokens(&t))
             .and_then(|e| e.squeeze(0)?.mean(0)?.to_vec1::<f32>())

@@ -7,7 +7,7 @@ pub mod config;
 
 use std::path::PathBuf;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use uqa_comm::Runtime;
 use uqa_data::batch::{SequenceBatch, collate};
 use uqa_data::dataset::Dataset;
@@ -60,7 +60,8 @@ pub fn align_observed(
     replicas: &mut Replicas,
     telemetry: &Telemetry,
 ) -> Result<AlignOutcome> {
-    let mut stage = AlignStage::new(job, replicas.rank())?;
+    let device = uqa_models::device::open(runtime.device.cuda_ordinal())?;
+    let mut stage = AlignStage::new(job, replicas.rank(), &device)?;
     let run = Run {
         name: "aligned",
         train: &job.train,
@@ -101,9 +102,10 @@ pub struct QuestionBatch {
 }
 
 impl<'a> AlignStage<'a> {
-    pub fn new(job: &'a AlignJob, rank: usize) -> Result<Self> {
+    /// The aligned model on `device` (encoder, adapter and LLM), and the training questions.
+    pub fn new(job: &'a AlignJob, rank: usize, device: &Device) -> Result<Self> {
         let ds = Dataset::open(&job.data.dataset)?;
-        let model = uqa_models::aligned::build(&job.spec(), job.train.seed, &ds)?;
+        let model = uqa_models::aligned::build(&job.spec(), job.train.seed, &ds, device)?;
         let file = job.data.qa_dir.join(&job.data.train_file);
         let questions = load_questions(
             &job.prompt,

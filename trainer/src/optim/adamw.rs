@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Tensor};
+use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,13 @@ impl InplaceOp1 for Kernel<'_> {
         let Some((a, b)) = layout.contiguous_offsets() else {
             candle_core::bail!("AdamW: parameter is not contiguous");
         };
-        let p = &mut values[a..b];
+        self.apply(&mut values[a..b])
+    }
+}
+
+impl Kernel<'_> {
+    /// The update of the parameter values `p`, its moments and gradient alike in length.
+    fn apply(&self, p: &mut [f32]) -> candle_core::Result<()> {
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
         if p.len() != self.grad.len() || m.len() != p.len() {
@@ -125,6 +131,16 @@ impl InplaceOp1 for Kernel<'_> {
                 }
             });
         Ok(())
+    }
+
+    /// The update of a parameter on another device: its values come to the host, take the
+    /// same update as on the CPU (so results match the CPU's bit for bit) and go back. The
+    /// moments and gradients already live on the host (`Grads`); a device-side kernel would
+    /// save the two copies.
+    fn apply_through_host(&self, var: &Var) -> candle_core::Result<()> {
+        let mut host = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        self.apply(&mut host)?;
+        var.set(&Tensor::from_vec(host, var.shape(), var.device())?)
     }
 }
 
@@ -190,12 +206,6 @@ impl AdamW {
             if !self.owns(i) {
                 continue;
             }
-            if !matches!(var.device(), Device::Cpu) {
-                return Err(TrainError::Invalid(
-                    "the fused AdamW updates CPU tensors; GPU parameters need the cuda build"
-                        .into(),
-                ));
-            }
             let lr = lr * self.lr_scale[i];
             let kernel = Kernel {
                 grad: &grads.bufs[i],
@@ -210,9 +220,12 @@ impl AdamW {
                 bc2: bc2 as f32,
                 grad_scale: grad_scale as f32,
             };
-            var.as_tensor()
-                .inplace_op1(&kernel)
-                .ctx(&format!("AdamW update of `{}`", params.names[i]))?;
+            let done = if var.device().is_cpu() {
+                var.as_tensor().inplace_op1(&kernel)
+            } else {
+                kernel.apply_through_host(var)
+            };
+            done.ctx(&format!("AdamW update of `{}`", params.names[i]))?;
         }
         Ok(())
     }
