@@ -3,8 +3,9 @@
 # against the CUDA 13.0 wheels (scripts/cuda-toolchain.sh; 13.0 matches the GPU machines'
 # driver 580) what scripts/gpu-check.sh runs on a GPU machine, stripped, in one folder:
 #
-#   uqa             the release binary
-#   gpu-tests       the test binary of tests/gpu.rs (CPU-vs-CUDA parity, runs on cuda:0)
+#   uqa.gz          the release binary, gzipped (the CUDA kernels' PTX inside it makes it 77 MB
+#                   stripped, about 20 MB gzipped)
+#   gpu-tests.gz    the test binary of tests/gpu.rs (CPU-vs-CUDA parity, runs on cuda:0)
 #   encoder_step.py PyTorch's side of the step benchmark, when ../shared/bench/ has it
 #   BUILD.txt       what was built, from which commit, with which toolchain
 #
@@ -35,9 +36,12 @@ for line in sys.stdin:
 tmp="$out.partial"
 rm -rf "$tmp"
 mkdir -p "$tmp"
-cp "$CARGO_TARGET_DIR/release/uqa" "$tmp/uqa"
-cp "$tests" "$tmp/gpu-tests"
-strip "$tmp/uqa" "$tmp/gpu-tests"
+for pair in "$CARGO_TARGET_DIR/release/uqa:uqa" "$tests:gpu-tests"; do
+  src=${pair%%:*} name=${pair##*:}
+  cp "$src" "$tmp/$name"
+  strip "$tmp/$name"
+  gzip -6 "$tmp/$name"
+done
 if [ -f ../shared/bench/encoder_step.py ]; then
   cp ../shared/bench/encoder_step.py "$tmp/"
 else

@@ -28,8 +28,15 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   echo "gpu-check: no NVIDIA GPU on this machine (nvidia-smi finds none); run it on the GPU machine. Nothing was run." >&2
   exit 3
 fi
+# The bundle's executables, unpacked outside OUT (it comes back; they need not).
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
 for f in uqa gpu-tests; do
-  [ -x "$bundle/$f" ] || { echo "gpu-check: $bundle/$f missing: build the bundle with scripts/gpu-bundle.sh" >&2; exit 2; }
+  [ -f "$bundle/$f.gz" ] || { echo "gpu-check: $bundle/$f.gz missing: build the bundle with scripts/gpu-bundle.sh" >&2; exit 2; }
+  gzip -dc "$bundle/$f.gz" > "$bin/$f" 2>/dev/null ||
+    python3 -c 'import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      "$bundle/$f.gz" "$bin/$f" || { echo "gpu-check: cannot unpack $bundle/$f.gz" >&2; exit 2; }
+  chmod +x "$bin/$f"
 done
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
@@ -46,16 +53,16 @@ PY
 )
 export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "gpu-check: $gpu_name; CUDA libraries from $libs" | tee "$out/env.txt"
-if ! ldd "$bundle/uqa" > "$out/ldd.txt" 2>&1 || grep -q "not found" "$out/ldd.txt"; then
+if ! ldd "$bin/uqa" > "$out/ldd.txt" 2>&1 || grep -q "not found" "$out/ldd.txt"; then
   echo "gpu-check: the bundle's libraries do not all resolve:" >&2
   grep "not found" "$out/ldd.txt" >&2
   exit 1
 fi
 
 # 1. Tests, one at a time (one GPU); the skip log names anything that did not run.
-export UQA_EXE="$bundle/uqa" UQA_REPO="$repo" UQA_REQUIRE=gpu UQA_SKIP_LOG="$out/skips.txt"
+export UQA_EXE="$bin/uqa" UQA_REPO="$repo" UQA_REQUIRE=gpu UQA_SKIP_LOG="$out/skips.txt"
 : > "$UQA_SKIP_LOG"
-(cd "$repo" && timeout 300 "$bundle/gpu-tests" --test-threads 1) > "$out/gpu-tests.log" 2>&1
+(cd "$repo" && timeout 300 "$bin/gpu-tests" --test-threads 1) > "$out/gpu-tests.log" 2>&1
 tests_status=$?
 tail -n 5 "$out/gpu-tests.log"
 
@@ -74,7 +81,7 @@ bench() { # NAME CMD...: log, exit status and peak GPU memory of one benchmark r
   echo $? > "$out/$name.status"
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 }
-bench uqa_fp32 "$bundle/uqa" bench step --device cuda "${shape[@]}"
+bench uqa_fp32 "$bin/uqa" bench step --device cuda "${shape[@]}"
 if [ -f "$bundle/encoder_step.py" ]; then
   bench torch_fp32 python3 "$bundle/encoder_step.py" --device cuda --dtype fp32 --ce chunked --adamw fused "${shape[@]}"
   bench torch_bf16 python3 "$bundle/encoder_step.py" --device cuda --dtype bf16 --ce chunked --adamw fused "${shape[@]}"

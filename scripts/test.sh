@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it: installs the Debian packages some tests need (OpenMPI, Slurm,
 # Prometheus; see scripts/ci-deps.sh) when it can, runs clippy with warnings as errors, then
-# every test of the workspace.
+# every test of the workspace, then checks the `cuda` build (scripts/cuda-build-check.sh).
 # The MPI and NCCL backends are compiled in when their build needs are present (OpenMPI and
 # libclang for `mpi`; nothing for `nccl`, which loads NCCL at run time).
 #
@@ -43,6 +43,17 @@ cargo clippy --workspace --all-targets --features "$features" -- -D warnings || 
 # --no-fail-fast: one failing test binary must not hide the results of the others.
 echo "== cargo test --workspace --no-fail-fast --features $features $*${UQA_REQUIRE:+ (UQA_REQUIRE=$UQA_REQUIRE)}"
 cargo test --workspace --no-fail-fast --features "$features" "$@" || status=$?
+
+# The GPU build, on every full run (CI's included): clippy with `--features cuda`, the GPU
+# bundle, its GPU tests (they skip here, naming the missing device) and gpu-check.sh's fast
+# stop; scripts/cuda-build-check.sh. It installs the CUDA 13.0 wheels (about 1.6 GB, cached) and
+# takes 10-15 minutes cold. A run given test arguments, or UQA_SKIP_CUDA_BUILD=1, leaves it out.
+if [ $# -gt 0 ] || [ "${UQA_SKIP_CUDA_BUILD:-0}" = 1 ]; then
+  echo "note: the cuda build is not checked in this run (test arguments or UQA_SKIP_CUDA_BUILD=1)"
+else
+  echo "== scripts/cuda-build-check.sh"
+  scripts/cuda-build-check.sh || status=$?
+fi
 
 # Sorted: parallel tests append in any order.
 echo "$(wc -l <"$UQA_SKIP_LOG" | tr -d ' ') skipped:"

@@ -23,9 +23,12 @@ pub fn open(cuda_ordinal: Option<usize>) -> Result<Device> {
         ));
     }
     Device::new_cuda(ordinal).map_err(|e| {
+        // candle appends a backtrace to driver errors: the first line says what happened.
+        let e = e.to_string();
+        let what = e.lines().next().unwrap_or_default().trim().to_string();
         ModelError::config(
             "runtime.device",
-            format!("cuda:{ordinal} does not open: {e}"),
+            format!("cuda:{ordinal} does not open: {what}"),
         )
     })
 }

@@ -199,6 +199,12 @@ pub fn layouts(elements: &[ElementRun], resamples: usize, seed: u64) -> Result<V
             }
             cells.entry(key).or_default().push(i);
         }
+        // Rows and columns in their values' natural order: l32 before l128, 3.2M before 13M.
+        order.sort_by(|a, b| {
+            (a.0.as_str(), natural(&a.1), a.2.as_deref().map(natural))
+                .partial_cmp(&(b.0.as_str(), natural(&b.1), b.2.as_deref().map(natural)))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         // Per cell, per question: the mean credit over the cell's seeds.
         let means: Vec<Vec<f64>> = order
             .iter()
@@ -317,6 +323,27 @@ pub fn layouts(elements: &[ElementRun], resamples: usize, seed: u64) -> Result<V
         });
     }
     Ok(out)
+}
+
+/// A value's sort key: its text before the first number, that number (times 1e3, 1e6 or 1e9
+/// for a K, M or B/G suffix) and the rest; values without a number sort by their text.
+fn natural(v: &str) -> (String, f64, String) {
+    let start = v.find(|c: char| c.is_ascii_digit());
+    let Some(start) = start else {
+        return (v.to_string(), f64::NEG_INFINITY, String::new());
+    };
+    let digits = v[start..]
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or(v.len(), |n| start + n);
+    let number: f64 = v[start..digits].parse().unwrap_or(0.0);
+    let rest = &v[digits..];
+    let scale = match rest.chars().next() {
+        Some('K' | 'k') => 1e3,
+        Some('M') => 1e6,
+        Some('B' | 'G') => 1e9,
+        _ => 1.0,
+    };
+    (v[..start].to_string(), number * scale, rest.to_string())
 }
 
 /// Mean credit in percent over the questions `picked` (per sub-task, with repeats).
@@ -511,10 +538,10 @@ mod tests {
             .iter()
             .map(|c| (c.row.as_str(), c.seeds, c.accuracy))
             .collect();
-        assert_eq!(rows, [("small", 2, 25.0), ("big", 2, 40.0)]);
+        assert_eq!(rows, [("big", 2, 40.0), ("small", 2, 25.0)]);
         let l = &ls[0];
         assert_eq!(l.table, "Table 5");
-        let small = &l.cells[0];
+        let small = l.cells.iter().find(|c| c.row == "small").unwrap();
         assert_eq!((small.row.as_str(), small.seeds), ("small", 2));
         assert!((small.accuracy - 25.0).abs() < 1e-9, "{small:?}");
         assert!(small.ci95.0 < 25.0 && small.ci95.1 > 25.0, "{small:?}");
@@ -584,6 +611,21 @@ mod tests {
         );
         assert!(md.contains("| qformer | 20.00 ["), "{md}");
         assert!(md.contains("| missing |"), "{md}");
+    }
+
+    #[test]
+    fn rows_come_in_the_natural_order_of_their_values() {
+        let es = vec![
+            element(&[("sizes", "1.2B")], 0, 1.2e9, 30),
+            element(&[("sizes", "13M")], 0, 13e6, 20),
+            element(&[("sizes", "3.2M")], 0, 3.2e6, 10),
+        ];
+        let ls = layouts(&es, 10, 1).unwrap();
+        let rows: Vec<&str> = ls[0].cells.iter().map(|c| c.row.as_str()).collect();
+        assert_eq!(rows, ["3.2M", "13M", "1.2B"]);
+        let mut lengths = vec!["l256", "l32", "l128", "l64", "full"];
+        lengths.sort_by(|a, b| natural(a).partial_cmp(&natural(b)).unwrap());
+        assert_eq!(lengths, ["full", "l32", "l64", "l128", "l256"]);
     }
 
     #[test]
