@@ -19,8 +19,8 @@
 # Needs GNU time, python3, mpirun for the mpi all-reduce, and the cached assets
 # (scripts/fetch-assets.sh): the Qwen2 tokenizer, MovieLens-1M and SmolLM2.
 # The summary (scripts/bench_compare_summary.py) prints one row per benchmark and metric.
-# Status: not yet run end to end (issue 13's re-run of every benchmark is open); the figures in
-# docs/BENCHMARKS.md come from the commands written beside them.
+# Status: run end to end on 2026-12-07 (docs/BENCHMARKS.md, "Every benchmark re-run"; raw lines
+# in docs/bench/compare_2026-12-07*.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 after_tree=$PWD
@@ -43,36 +43,10 @@ examples() { [ "$1" = before ] && echo "${BEFORE_EXAMPLES:-}" || echo "${AFTER_E
 # The two builds in the order of pair $1: before first in odd pairs, after first in even ones.
 order() { if [ $(($1 % 2)) = 1 ]; then echo before after; else echo after before; fi; }
 
-# record BENCH IMPL PAIR LOG TIMEFILE [RUN]: one raw line from the log's last JSON line (if any),
-# GNU time's wall seconds and peak RSS, and for a training RUN folder its metrics.jsonl: the
-# median step time from step 3 on and the last evaluation's HR@10.
+# record BENCH IMPL PAIR LOG TIMEFILE [RUN]: one raw line (scripts/bench_record.py), with a
+# training RUN folder's metrics when given.
 record() {
-  python3 - "$@" >> "$raw" <<'EOF'
-import json, sys
-bench, impl, pair, log, timefile = sys.argv[1:6]
-result = None
-for line in reversed(open(log, errors="replace").read().splitlines()):
-    if line.startswith("{"):
-        try:
-            result = json.loads(line); break
-        except ValueError:
-            pass
-wall, rss = open(timefile).read().split()[-2:]
-row = {"bench": bench, "impl": impl, "pair": int(pair), "wall_s": float(wall),
-       "peak_rss_mb": int(rss) / 1024, "result": result}
-if len(sys.argv) > 6:
-    lines = [json.loads(l) for l in open(sys.argv[6] + "/metrics.jsonl")]
-    steps = sorted(l["step_seconds"] for l in lines if "step_seconds" in l and l["step"] >= 3)
-    evals = [l for l in lines if "eval" in l]
-    row["metrics"] = {"step_s_median": steps[len(steps) // 2] if steps else None,
-                      "steps": max((l["step"] for l in lines if "step" in l), default=0)}
-    if evals:
-        e = evals[-1]["eval"]
-        row["metrics"]["epoch"] = evals[-1].get("epoch")
-        row["metrics"]["hr10_sampled"] = e["sampled"]["10"]["hr"]
-        row["metrics"]["hr10_full"] = e["full"]["10"]["hr"]
-print(json.dumps(row))
-EOF
+  scripts/bench_record.py "$4" "$5" ${6:+--run "$6"} "bench=$1" "impl=$2" "pair=$3" >> "$raw"
 }
 
 # timed BENCH IMPL PAIR DIR CMD...: runs CMD in DIR under GNU time, log in $out, then records it

@@ -27,7 +27,8 @@
 # default 2), OUT (default runs/bench_vs_pytorch; raw.jsonl gets each run's JSON line with the
 # run's name and pair), EXAMPLES (folder of allreduce_bench: `cargo build --release -p uqa-comm
 # --features mpi --examples`).
-# Status: written 2026-12-07 for issue 15 item 2, not yet run; docs/BENCHMARKS.md has no figure from it.
+# Status: run end to end on 2026-12-07 (17 minutes); docs/BENCHMARKS.md, "Like for like beside
+# PyTorch", has its figures and docs/bench/vs_pytorch_2026-12-07.jsonl its raw lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uqa=$(realpath "${UQA:-${CARGO_TARGET_DIR:-target}/release/uqa}")
@@ -49,20 +50,8 @@ run() {
   echo "== $name (pair $pair): $*" >&2
   /usr/bin/time -f '%e %M' -o "$log.time" "$@" > "$log" 2>&1 ||
     { echo "failed: $name, see $log" >&2; tail -5 "$log" >&2; return 1; }
-  python3 - "$name" "$pair" "$log" >> "$raw" <<'EOF'
-import json, sys
-name, pair, log = sys.argv[1:4]
-result = None
-for line in reversed(open(log, errors="replace").read().splitlines()):
-    if line.startswith("{"):
-        try:
-            result = json.loads(line); break
-        except ValueError:
-            pass
-wall, rss = open(log + ".time").read().split()[-2:]
-print(json.dumps({"run": name, "pair": int(pair), "wall_s": float(wall),
-                  "peak_rss_mb_gnu_time": int(rss) / 1024, "result": result}))
-EOF
+  scripts/bench_record.py "$log" "$log.time" --rss-key peak_rss_mb_gnu_time "run=$name" \
+    "pair=$pair" >> "$raw"
 }
 ours() { local name=$1 pair=$2; shift 2; OMP_NUM_THREADS=${THREADS:-2} run "$name" "$pair" "$uqa" "$@"; }
 theirs() { local name=$1 pair=$2 script=$3; shift 3; run "$name" "$pair" "$PYTHON" "$ref/$script" "$@"; }
