@@ -9,6 +9,8 @@ use candle_core::{D, DType, Result, Storage, Tensor, WithDType, bail};
 use num_traits::Float;
 use rayon::prelude::*;
 
+use super::row_kernels::RowKernels;
+
 /// Whether the fused kernels handle tensors like `t`.
 pub(super) fn supported(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
@@ -22,7 +24,11 @@ pub(super) fn forward_lse(h: &Tensor, w: &Tensor, chunk: usize) -> Result<Tensor
     }
 }
 
-fn forward_lse_t<T: WithDType + Float>(h: &Tensor, w: &Tensor, chunk: usize) -> Result<Tensor> {
+fn forward_lse_t<T: WithDType + Float + RowKernels>(
+    h: &Tensor,
+    w: &Tensor,
+    chunk: usize,
+) -> Result<Tensor> {
     let n = h.dim(0)?;
     let v = w.dim(0)?;
     // Running max and running sum of exp(z - max), per row.
@@ -35,11 +41,9 @@ fn forward_lse_t<T: WithDType + Float>(h: &Tensor, w: &Tensor, chunk: usize) -> 
                 .par_iter_mut()
                 .zip(z.par_chunks(c))
                 .for_each(|((m, s), row)| {
-                    let mc = row.iter().copied().fold(T::neg_infinity(), Float::max);
+                    let mc = T::row_max(row);
                     let m_new = Float::max(*m, mc);
-                    let sc = row
-                        .iter()
-                        .fold(T::zero(), |acc, &x| acc + (x - m_new).exp());
+                    let sc = T::row_sum_exp(row, m_new);
                     *s = *s * (*m - m_new).exp() + sc;
                     *m = m_new;
                 })
@@ -50,7 +54,7 @@ fn forward_lse_t<T: WithDType + Float>(h: &Tensor, w: &Tensor, chunk: usize) -> 
 }
 
 /// `g_i * softmax` of one chunk: `p[i, j] = exp(z[i, j] - lse_i) * g_i` for `z = h @ W_c^T`.
-fn scaled_probs_t<T: WithDType + Float>(
+fn scaled_probs_t<T: WithDType + Float + RowKernels>(
     h: &Tensor,
     wc: &Tensor,
     lse: &Tensor,
@@ -66,9 +70,7 @@ fn scaled_probs_t<T: WithDType + Float>(
             .zip(z.par_chunks(c))
             .zip(lse.par_iter().zip(g.par_iter()))
             .for_each(|((out, row), (&l, &gi))| {
-                for (o, &x) in out.iter_mut().zip(row) {
-                    *o = (x - l).exp() * gi;
-                }
+                T::scaled_exp(out, row, l, gi);
             })
     })?;
     Tensor::from_vec(p, (n, c), h.device())
@@ -76,10 +78,10 @@ fn scaled_probs_t<T: WithDType + Float>(
 
 /// The float types of the fused kernels.
 pub(super) trait Elem:
-    WithDType + Float + std::ops::SubAssign + std::ops::AddAssign
+    WithDType + Float + RowKernels + std::ops::SubAssign + std::ops::AddAssign
 {
 }
-impl<T: WithDType + Float + std::ops::SubAssign + std::ops::AddAssign> Elem for T {}
+impl<T: WithDType + Float + RowKernels + std::ops::SubAssign + std::ops::AddAssign> Elem for T {}
 
 /// The whole backward of the chunked cross-entropy on the CPU: `(dh, dW)` for upstream
 /// gradient `g: [N]`. `dW` is assembled in one host buffer (chunk blocks added in, then the

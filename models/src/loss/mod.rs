@@ -6,6 +6,7 @@ pub mod chunked;
 mod chunked_cpu;
 mod infonce;
 mod next_item;
+mod row_kernels;
 mod sampled_bce;
 
 pub use chunked::{
