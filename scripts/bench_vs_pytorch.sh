@@ -60,14 +60,15 @@ theirs() { local name=$1 pair=$2 script=$3; shift 3; run "$name" "$pair" "$PYTHO
 ddp_data=$out/ddp_data
 for b in "${benches[@]}"; do
   case $b in
-    step)
+    step)  # uqa first in odd pairs, last in even ones, so that the host's drift cancels
       for p in $(seq "$pairs"); do
-        ours uqa_step "$p" bench step --clip 0 --steps 5 --warmup 2
+        if [ $((p % 2)) = 1 ]; then ours uqa_step "$p" bench step --clip 0 --steps 5 --warmup 2; fi
         theirs torch_step_chunked_fused "$p" encoder_step.py --threads 2 --steps 5 --warmup 2 \
           --ce chunked --ce-chunk 2048 --adamw fused
         theirs torch_step_full_fused "$p" encoder_step.py --threads 2 --steps 5 --warmup 2 \
           --adamw fused
         theirs torch_step_full_stock "$p" encoder_step.py --threads 2 --steps 5 --warmup 2
+        if [ $((p % 2)) = 0 ]; then ours uqa_step "$p" bench step --clip 0 --steps 5 --warmup 2; fi
       done ;;
     paper)
       big=(--items 994447 --seq 512 --batch 4 --steps 2 --warmup 1)
