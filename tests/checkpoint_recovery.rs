@@ -1,4 +1,4 @@
-//! Relocatable, self-healing runs: a run folder moved elsewhere resumes; a damaged newest
+//! Relocatable, self-healing runs: a run folder moved or copied elsewhere resumes; a damaged newest
 //! checkpoint (truncated, or one flipped bit) is named and skipped, the newest intact one is
 //! loaded, and the run ends bit-identical to one never interrupted; with no intact checkpoint
 //! left the run stops and names each damaged one.
@@ -69,6 +69,46 @@ fn a_moved_run_resumes_bit_identical() {
     assert!(
         final_model(&moved) == reference,
         "weights differ from the uninterrupted run"
+    );
+}
+
+/// `cp -r from to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_copied_run_resumes_bit_identical_and_leaves_the_original_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, run, reference) = setup(dir.path());
+    let before = final_model(&run);
+    let copy = dir.path().join("elsewhere/copied-run");
+    copy_tree(&run, &copy);
+    let o = ok(pretrain(&data, &copy, 8), "resume the copy");
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "resumed from {}",
+            copy.join("checkpoints/step-00000004").display()
+        )),
+        "{err}"
+    );
+    assert!(
+        final_model(&copy) == reference,
+        "weights differ from the uninterrupted run"
+    );
+    assert!(
+        latest(&run).ends_with("step-00000004") && final_model(&run) == before,
+        "the original run folder changed"
     );
 }
 
