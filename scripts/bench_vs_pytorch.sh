@@ -43,15 +43,16 @@ benches=("$@")
 [ ${#benches[@]} -gt 0 ] || benches=(step paper 1.2b generate ddp allreduce)
 
 # run NAME PAIR CMD...: CMD's output in $out/NAME.PAIR.log, its last JSON line (with GNU time's
-# wall seconds and peak RSS) appended to raw.jsonl.
+# wall seconds and peak RSS, and the training run folder $RUN's step times when RUN is set)
+# appended to raw.jsonl.
 run() {
   local name=$1 pair=$2; shift 2
   local log=$out/$name.$pair.log
   echo "== $name (pair $pair): $*" >&2
   /usr/bin/time -f '%e %M' -o "$log.time" "$@" > "$log" 2>&1 ||
     { echo "failed: $name, see $log" >&2; tail -5 "$log" >&2; return 1; }
-  scripts/bench_record.py "$log" "$log.time" --rss-key peak_rss_mb_gnu_time "run=$name" \
-    "pair=$pair" >> "$raw"
+  scripts/bench_record.py "$log" "$log.time" --rss-key peak_rss_mb_gnu_time ${RUN:+--run "$RUN"} \
+    "run=$name" "pair=$pair" >> "$raw"
 }
 ours() { local name=$1 pair=$2; shift 2; OMP_NUM_THREADS=${THREADS:-2} run "$name" "$pair" "$uqa" "$@"; }
 theirs() { local name=$1 pair=$2 script=$3; shift 3; run "$name" "$pair" "$PYTHON" "$ref/$script" "$@"; }
@@ -91,20 +92,11 @@ for b in "${benches[@]}"; do
       common=(--config configs/bench/trmpp_ddp.toml --set "data.dir=\"$ddp_data\""
         --set train.max_steps=12 --set train.log_every=1 --set optim.clip_norm=0)
       rm -rf "$out/ddp1" "$out/ddp2"
-      THREADS=1 ours uqa_ddp_1x1 1 pretrain "${common[@]}" --set train.batch_size=8 \
-        --set "train.out=\"$out/ddp1\""
-      THREADS=1 ours uqa_ddp_2x1 1 launch --standalone --nproc-per-node 2 -- "$uqa" pretrain \
+      RUN=$out/ddp1 THREADS=1 ours uqa_ddp_1x1 1 pretrain "${common[@]}" \
+        --set train.batch_size=8 --set "train.out=\"$out/ddp1\""
+      RUN=$out/ddp2 THREADS=1 ours uqa_ddp_2x1 1 launch --standalone --nproc-per-node 2 -- \
+        "$uqa" pretrain \
         "${common[@]}" --set train.batch_size=16 --set "train.out=\"$out/ddp2\""
-      for n in 1 2; do  # the step times of each run's log, as raw lines of their own
-        python3 - "uqa_ddp_${n}x1_steps" "$out/ddp$n/metrics.jsonl" >> "$raw" <<'EOF'
-import json, sys
-name, path = sys.argv[1:3]
-lines = [json.loads(l) for l in open(path)]
-steps = [l["step_seconds"] for l in lines if "step_seconds" in l]
-print(json.dumps({"run": name, "pair": 1, "result": {"step_s_all": steps,
-      "step_s_median_from_3": sorted(steps[2:])[len(steps[2:]) // 2]}}))
-EOF
-      done
       theirs torch_ddp 1 encoder_ddp.py --threads 1 --procs 2 --steps 10 --warmup 2 \
         --adamw fused --ce chunked --ce-chunk 2048 --dropout 0 --items "$items" \
         --cates "$cates" --brands "$brands" --shops "$shops" ;;

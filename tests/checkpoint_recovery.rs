@@ -57,17 +57,23 @@ fn a_moved_run_resumes_bit_identical() {
     let moved = dir.path().join("elsewhere/moved-run");
     std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
     std::fs::rename(&run, &moved).unwrap();
-    let o = ok(pretrain(&data, &moved, 8), "resume after the move");
+    resumes_bit_identical(&data, &moved, &reference);
+}
+
+/// Resuming `out` to 8 steps starts from its step-4 checkpoint, at its new path, and ends with
+/// the uninterrupted run's weights.
+fn resumes_bit_identical(data: &Path, out: &Path, reference: &[u8]) {
+    let o = ok(pretrain(data, out, 8), "resume in the new place");
     let err = stderr(&o);
     assert!(
         err.contains(&format!(
             "resumed from {}",
-            moved.join("checkpoints/step-00000004").display()
+            out.join("checkpoints/step-00000004").display()
         )),
         "{err}"
     );
     assert!(
-        final_model(&moved) == reference,
+        final_model(out) == reference,
         "weights differ from the uninterrupted run"
     );
 }
@@ -93,19 +99,7 @@ fn a_copied_run_resumes_bit_identical_and_leaves_the_original_alone() {
     let before = final_model(&run);
     let copy = dir.path().join("elsewhere/copied-run");
     copy_tree(&run, &copy);
-    let o = ok(pretrain(&data, &copy, 8), "resume the copy");
-    let err = stderr(&o);
-    assert!(
-        err.contains(&format!(
-            "resumed from {}",
-            copy.join("checkpoints/step-00000004").display()
-        )),
-        "{err}"
-    );
-    assert!(
-        final_model(&copy) == reference,
-        "weights differ from the uninterrupted run"
-    );
+    resumes_bit_identical(&data, &copy, &reference);
     assert!(
         latest(&run).ends_with("step-00000004") && final_model(&run) == before,
         "the original run folder changed"

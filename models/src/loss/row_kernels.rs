@@ -88,7 +88,7 @@ fn scaled_exp_map(out: &mut [f32], row: &[f32], l: f32, g: f32) {
     }
 }
 
-/// `pub(super) fn $name(args) -> ret` running `$body` compiled for AVX-512, else AVX2, else
+/// `fn $name(args) -> ret` running `$body` compiled for AVX-512, else AVX2, else
 /// the baseline target, picked at run time (the detection is a cached atomic load).
 macro_rules! dispatched {
     ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident) => {
