@@ -172,6 +172,11 @@ impl PretrainModel {
     }
 
     /// Encoder hidden states `[B, T, width]` (the user representation adapters consume).
+    /// The encoder's input: the fused feature embeddings `[B, T, d]` of each click.
+    pub fn embed(&self, batch: &SequenceBatch) -> Result<Tensor> {
+        self.embedder.forward(batch)
+    }
+
     pub fn encode(&self, batch: &SequenceBatch, train: bool) -> Result<Tensor> {
         let x = self.embedder.forward(batch)?;
         let mask = mask_tensor(batch, x.dtype(), x.device())?;

@@ -13,8 +13,8 @@ use crate::error::{CandleContext, ModelError, Result};
 use crate::llm::chat::EncodedChat;
 use crate::llm::generate::{GenerateConfig, greedy};
 use crate::llm::{CausalLm, Mode, Padding, TokenMask, pad_rows};
-use crate::loss::LossSum;
 use crate::loss::chunked::chunked_cross_entropy_sum;
+use crate::loss::{AnswerLoss, Candidates, LossSum, SpanTokens, unlikelihood_sum};
 use crate::pretrain::PretrainModel;
 
 /// Where the soft tokens go in the sequence.
@@ -133,22 +133,33 @@ impl SoftPromptModel {
 
     /// Summed next-token cross-entropy over the target tokens of `chats` and their count. Each
     /// target token is predicted from the position before it (soft tokens are never targets).
-    pub fn loss(&self, seq: Option<&SequenceBatch>, chats: &[EncodedChat]) -> Result<LossSum> {
+    /// With `objective.unlikelihood > 0`, the weighted token-level unlikelihood of the tokens
+    /// already written in each target span is added (`loss::unlikelihood`).
+    pub fn loss(
+        &self,
+        seq: Option<&SequenceBatch>,
+        chats: &[EncodedChat],
+        objective: &AnswerLoss,
+    ) -> Result<LossSum> {
         let soft = self.soft(seq, chats.len())?;
         let k = soft.as_ref().map_or(0, |s| s.dim(1).unwrap_or(0));
         let a = self.assemble(chats, soft.as_ref(), Padding::Right)?;
         let width = a.mask.len();
         let mut rows_idx = Vec::new();
         let mut labels = Vec::new();
+        let mut candidates = Candidates::default();
         for (r, chat) in chats.iter().enumerate() {
             let p = self.insert_at(chat);
+            let mut span = SpanTokens::default();
             for (j, (&id, &target)) in chat.ids.iter().zip(&chat.targets).enumerate() {
                 // Position of token j in the spliced row, and of the token before it.
                 let pos = if soft.is_some() && j >= p { j + k } else { j };
                 if target && pos > 0 {
+                    candidates.push(labels.len(), id, span.earlier());
                     rows_idx.push((r * width + pos - 1) as u32);
                     labels.push(id);
                 }
+                span.step(id, target);
             }
         }
         let h = self
@@ -164,8 +175,13 @@ impl SoftPromptModel {
             .reshape((chats.len() * width, d))
             .and_then(|h| h.index_select(&idx, 0))
             .ctx("gathering labelled positions")?;
-        let sum = chunked_cross_entropy_sum(&h, self.lm.output_table(), &labels, LOSS_CHUNK, None)
-            .ctx("LM loss")?;
+        let table = self.lm.output_table();
+        let mut sum =
+            chunked_cross_entropy_sum(&h, table, &labels, LOSS_CHUNK, None).ctx("LM loss")?;
+        if objective.unlikelihood > 0.0 {
+            let ul = unlikelihood_sum(&h, table, &candidates).ctx("unlikelihood")?;
+            sum = (sum + (ul * objective.unlikelihood).ctx("unlikelihood")?).ctx("LM loss")?;
+        }
         Ok(LossSum { sum, count })
     }
 

@@ -10,6 +10,7 @@ use common::{VOCAB, batch};
 use uqa_models::adapter::{Adapter, AdapterConfig};
 use uqa_models::llm::chat::EncodedChat;
 use uqa_models::llm::{CausalLm, GenerateConfig, LlmConfig};
+use uqa_models::loss::AnswerLoss;
 use uqa_models::soft_prompt::{Placement, SoftPromptModel, UserPrompt};
 use uqa_models::{PretrainConfig, PretrainModel, seeded_var_builder};
 
@@ -109,7 +110,7 @@ fn loss_counts_targets_and_trains_only_the_adapter() {
         let m = model(&adapter, placement, &avm, &evm);
         let seq = batch(&[4, 3], 5, 9);
         let chats = chats();
-        let ls = m.loss(Some(&seq), &chats).unwrap();
+        let ls = m.loss(Some(&seq), &chats, &AnswerLoss::default()).unwrap();
         // Every target token with a token or soft token before it: all of them when the soft
         // token leads, all but each row's first token otherwise.
         let expected = if placement == Placement::Start {
@@ -138,7 +139,7 @@ fn loss_counts_targets_and_trains_only_the_adapter() {
         let vars: Vec<Var> = avm.all_vars();
         let mut loss = first;
         for _ in 0..30 {
-            let ls = m.loss(Some(&seq), &chats).unwrap();
+            let ls = m.loss(Some(&seq), &chats, &AnswerLoss::default()).unwrap();
             loss = ls.sum.to_scalar::<f32>().unwrap() / ls.count as f32;
             let g = ls.sum.backward().unwrap();
             for v in &vars {
@@ -151,6 +152,50 @@ fn loss_counts_targets_and_trains_only_the_adapter() {
             "{adapter:?} {placement:?}: {first} -> {loss}"
         );
     }
+}
+
+#[test]
+fn unlikelihood_adds_a_term_only_where_an_answer_could_repeat_itself() {
+    let (avm, evm) = (VarMap::new(), VarMap::new());
+    let m = model(&AdapterConfig::default(), Placement::Start, &avm, &evm);
+    let seq = batch(&[4, 3], 5, 9);
+    let sum = |chats: &[EncodedChat], unlikelihood: f64| {
+        let ls = m
+            .loss(Some(&seq), chats, &AnswerLoss { unlikelihood })
+            .unwrap();
+        (ls.sum.to_scalar::<f32>().unwrap(), ls.count)
+    };
+    // The first chat's last target span (8 9 2) has earlier tokens that are not the target.
+    let chats = chats();
+    let (ce, n) = sum(&chats, 0.0);
+    let (with_ul, n_ul) = sum(&chats, 1.0);
+    let (with_ul2, _) = sum(&chats, 2.0);
+    assert_eq!(n, n_ul, "unlikelihood adds no targets");
+    assert!(with_ul > ce, "{with_ul} vs {ce}");
+    // The term is linear in its weight.
+    let (one, two) = (with_ul - ce, with_ul2 - ce);
+    assert!(
+        (two - 2.0 * one).abs() < 1e-4 * two.abs().max(1.0),
+        "{one} {two}"
+    );
+    // Spans of one token, or of one token repeated (a repeat the data asks for), cost nothing.
+    let repeat = EncodedChat {
+        ids: vec![1, 5, 6, 7, 7, 7],
+        targets: vec![true, false, false, true, true, true],
+        system_len: 0,
+    };
+    let repeats = vec![repeat.clone(), repeat];
+    assert_eq!(sum(&repeats, 0.0), sum(&repeats, 1.0));
+    // Its gradient reaches the adapter.
+    let ls = m
+        .loss(Some(&seq), &chats, &AnswerLoss { unlikelihood: 1.0 })
+        .unwrap();
+    let grads = ls.sum.backward().unwrap();
+    assert!(
+        avm.all_vars()
+            .iter()
+            .all(|v| grads.get(v.as_tensor()).is_some())
+    );
 }
 
 #[test]

@@ -9,6 +9,8 @@ pub use uqa_models::aligned::{
     AlignData, AlignedSpec, LlmSource, PromptConfig, Strategy, TinyShape,
 };
 
+use uqa_models::loss::AnswerLoss;
+
 use crate::config::{OptimConfig, RuntimeConfig, TrainConfig, load_toml, sha256_hex};
 use crate::error::{Result, TrainError};
 use crate::observe::MetricsConfig;
@@ -23,6 +25,10 @@ pub struct AlignJob {
     pub prompt: PromptConfig,
     pub strategy: Strategy,
     pub optim: OptimConfig,
+    /// Terms beside the answers' cross-entropy (token-level unlikelihood). Not serialised when
+    /// default: hashes of existing runs stay the same.
+    #[serde(default, skip_serializing_if = "AnswerLoss::is_default")]
+    pub loss: AnswerLoss,
     pub train: TrainConfig,
     #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
     pub metrics: MetricsConfig,
@@ -67,6 +73,10 @@ impl AlignJob {
                 return bad("strategy.rank", "must be positive");
             }
             _ => {}
+        }
+        let w = self.loss.unlikelihood;
+        if !(w >= 0.0 && w.is_finite()) {
+            return bad("loss.unlikelihood", "must be a finite weight of at least 0");
         }
         self.optim
             .adamw
@@ -178,5 +188,27 @@ out = "out"
             .unwrap_err()
             .to_string();
         assert!(err.contains("prompt.last_k"), "{err}");
+    }
+
+    #[test]
+    fn the_unlikelihood_weight_is_checked_and_left_out_of_default_configs() {
+        let (_d, p) = write(JOB);
+        let job = AlignJob::load(&p, &[]).unwrap();
+        assert!(job.loss.is_default());
+        // Runs written before the `[loss]` section existed keep their config hash.
+        assert!(!job.to_toml().contains("[loss]"));
+        let weighted = AlignJob::load(&p, &["loss.unlikelihood=0.5".into()]).unwrap();
+        assert_eq!(weighted.loss.unlikelihood, 0.5);
+        assert_ne!(weighted.hash(), job.hash());
+        let (_d2, p2) = write(&weighted.to_toml());
+        assert_eq!(AlignJob::load(&p2, &[]).unwrap(), weighted);
+        for bad in ["loss.unlikelihood=-1.0", "loss.unlikelihood=nan"] {
+            let err = AlignJob::load(&p, &[bad.into()]).unwrap_err().to_string();
+            assert!(err.contains("loss.unlikelihood"), "{bad}: {err}");
+        }
+        let err = AlignJob::load(&p, &["loss.weight=1.0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weight"), "{err}");
     }
 }

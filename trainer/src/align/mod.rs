@@ -204,7 +204,11 @@ impl Stage for AlignStage<'_> {
     }
 
     fn loss(&self, b: &QuestionBatch, _step: u64) -> Result<Tensor> {
-        Ok(self.model.model.loss(b.sequences.as_ref(), &b.chats)?.sum)
+        Ok(self
+            .model
+            .model
+            .loss(b.sequences.as_ref(), &b.chats, &self.job.loss)?
+            .sum)
     }
 
     fn lr_scale(&self, name: &str) -> f64 {

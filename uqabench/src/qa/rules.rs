@@ -32,7 +32,7 @@ fn value(catalog: &ItemCatalog, item: u32, attr: Attr) -> (u32, &str) {
 
 /// Values of `attr` over `clicks` ranked by count (descending), ties broken by the more recent
 /// last click. Returns (key, count) pairs.
-fn ranked(catalog: &ItemCatalog, clicks: &[u32], attr: Attr) -> Vec<(u32, usize)> {
+pub fn ranked(catalog: &ItemCatalog, clicks: &[u32], attr: Attr) -> Vec<(u32, usize)> {
     let mut stats: HashMap<u32, (usize, usize)> = HashMap::new();
     for (pos, &item) in clicks.iter().enumerate() {
         let e = stats.entry(value(catalog, item, attr).0).or_insert((0, 0));
