@@ -84,7 +84,6 @@ pub struct PretrainStage<'a> {
     params: Params,
     /// Embedding-table gradients go straight into one buffer per table (models::grad_sink).
     sink: GradSink,
-    lead: bool,
     pub last_eval: Option<RankingMetrics>,
 }
 
@@ -99,8 +98,7 @@ impl<'a> PretrainStage<'a> {
         let mut model = PretrainModel::new(&job.model, &ds.meta.vocab, vb)?;
         let sink = GradSink::new();
         model.set_grad_sink(Some(sink.clone()));
-        let lead = rank == 0;
-        if lead {
+        if rank == 0 {
             let counts = job.model.param_count(&ds.meta.vocab);
             eprintln!(
                 "model: {} dense parameters (paper convention, embedding tables excluded) + {} in embedding tables",
@@ -113,13 +111,18 @@ impl<'a> PretrainStage<'a> {
             model,
             params: Params::from_varmap(&varmap),
             sink,
-            lead,
             last_eval: None,
         })
     }
 
-    /// Evaluate the encoder (rank 0) and report it.
-    fn evaluate(&mut self, at: &TrainState, label: &str, observers: &mut Observers) -> Result<()> {
+    /// Evaluate the encoder on every rank (each scores a share of the users) and report it.
+    fn evaluate(
+        &mut self,
+        at: &TrainState,
+        label: &str,
+        observers: &mut Observers,
+        replicas: &mut Replicas,
+    ) -> Result<()> {
         let job = self.job;
         let m = evaluate(
             &self.model,
@@ -127,6 +130,7 @@ impl<'a> PretrainStage<'a> {
             &job.eval,
             job.data.max_len,
             job.train.seed,
+            replicas,
         )?;
         observers.eval(&EvalReport {
             step: at.step,
@@ -208,18 +212,21 @@ impl Stage for PretrainStage<'_> {
         Some(&self.sink)
     }
 
-    fn after_epoch(&mut self, at: &TrainState, end: EpochEnd, obs: &mut Observers) -> Result<()> {
-        if !self.lead {
-            return Ok(());
-        }
+    fn after_epoch(
+        &mut self,
+        at: &TrainState,
+        end: EpochEnd,
+        obs: &mut Observers,
+        replicas: &mut Replicas,
+    ) -> Result<()> {
         match end {
             EpochEnd::Complete { last } => {
                 let every = self.job.eval.every_epochs;
                 if last || (every > 0 && at.epoch.is_multiple_of(every)) {
-                    self.evaluate(at, &format!("epoch {}", at.epoch), obs)?;
+                    self.evaluate(at, &format!("epoch {}", at.epoch), obs, replicas)?;
                 }
             }
-            EpochEnd::Stopped => self.evaluate(at, "final", obs)?,
+            EpochEnd::Stopped => self.evaluate(at, "final", obs, replicas)?,
         }
         Ok(())
     }

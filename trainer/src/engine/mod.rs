@@ -122,12 +122,17 @@ pub fn train<S: Stage>(
         state.epoch += 1;
         state.sampler_position = 0;
         let last = state.epoch == run.train.epochs;
-        stage.after_epoch(&state, EpochEnd::Complete { last }, &mut observers)?;
+        stage.after_epoch(
+            &state,
+            EpochEnd::Complete { last },
+            &mut observers,
+            replicas,
+        )?;
         saved = checkpointer.save(replicas, &opt, &state)?;
     }
     // Stopped by train.max_steps inside an epoch: evaluate and checkpoint where it stands.
     if state.step >= plan.total_steps && state.sampler_position > 0 {
-        stage.after_epoch(&state, EpochEnd::Stopped, &mut observers)?;
+        stage.after_epoch(&state, EpochEnd::Stopped, &mut observers, replicas)?;
         saved = checkpointer.save(replicas, &opt, &state)?;
     }
     let steps = state.step;

@@ -10,6 +10,7 @@ use crate::checkpoint::TrainState;
 use crate::error::Result;
 use crate::observe::Observers;
 use crate::optim::Params;
+use crate::parallel::Replicas;
 
 /// How a stage names its units in logs: pre-training counts sequences, positions and labels;
 /// alignment counts questions, input tokens and target tokens.
@@ -85,6 +86,7 @@ pub trait Stage {
         _at: &TrainState,
         _end: EpochEnd,
         _observers: &mut Observers,
+        _replicas: &mut Replicas,
     ) -> Result<()> {
         Ok(())
     }
