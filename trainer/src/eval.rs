@@ -107,10 +107,12 @@ pub fn evaluate(
     let mut rng = Rng::new(seed ^ 0xE7A1);
     let mut mine: Vec<(u32, UserRanks)> = Vec::with_capacity(users.div_ceil(world));
     let rows: Vec<usize> = (0..users).collect();
-    for round in rows.chunks(batch * world) {
+    // Rounds of `batch` users shared by the ranks: together they hold one batch's activations
+    // at a time, as one rank scoring alone would.
+    for round in rows.chunks(batch) {
         // Every rank draws every user's negatives, in user order, and keeps its own users'.
-        let mut own = Vec::with_capacity(batch);
-        let mut negatives = Vec::with_capacity(batch);
+        let mut own = Vec::with_capacity(batch.div_ceil(world));
+        let mut negatives = Vec::with_capacity(batch.div_ceil(world));
         for &r in round {
             let target = ds.eval.row(r).ids(Feature::ItemId)[0] as usize;
             let seen: HashSet<i64> = ds
