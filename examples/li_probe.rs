@@ -107,19 +107,8 @@ fn probe_file(
             let len = batch.lengths[b] as usize;
             let valid = &states[b][..len];
             let d = valid[0].len();
-            let mut mean = vec![0f32; d];
-            for s in valid {
-                mean.iter_mut()
-                    .zip(s)
-                    .for_each(|(m, x)| *m += x / len as f32);
-            }
-            let mut mean_input = vec![0f32; inputs[b][0].len()];
-            for s in &inputs[b][..len] {
-                mean_input
-                    .iter_mut()
-                    .zip(s)
-                    .for_each(|(m, x)| *m += x / len as f32);
-            }
+            let mean = mean_of(valid);
+            let mean_input = mean_of(&inputs[b][..len]);
             let mut mean_recent = mean.clone();
             for k in (0..RECENT).rev() {
                 match len.checked_sub(k + 1) {
@@ -151,6 +140,17 @@ fn probe_file(
         }
     }
     Ok(out)
+}
+
+/// The element-wise mean of `rows`.
+fn mean_of(rows: &[Vec<f32>]) -> Vec<f32> {
+    let mut mean = vec![0f32; rows[0].len()];
+    for row in rows {
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, x)| *m += x / rows.len() as f32);
+    }
+    mean
 }
 
 /// A linear scorer over the values of one attribute.

@@ -148,6 +148,8 @@ impl SoftPromptModel {
         let mut rows_idx = Vec::new();
         let mut labels = Vec::new();
         let mut candidates = Candidates::default();
+        // Unlikelihood's candidates are only tracked when the term is on.
+        let unlikelihood = objective.unlikelihood > 0.0;
         for (r, chat) in chats.iter().enumerate() {
             let p = self.insert_at(chat);
             let mut span = SpanTokens::default();
@@ -155,11 +157,15 @@ impl SoftPromptModel {
                 // Position of token j in the spliced row, and of the token before it.
                 let pos = if soft.is_some() && j >= p { j + k } else { j };
                 if target && pos > 0 {
-                    candidates.push(labels.len(), id, span.earlier());
+                    if unlikelihood {
+                        candidates.push(labels.len(), id, span.earlier());
+                    }
                     rows_idx.push((r * width + pos - 1) as u32);
                     labels.push(id);
                 }
-                span.step(id, target);
+                if unlikelihood {
+                    span.step(id, target);
+                }
             }
         }
         let h = self
@@ -178,7 +184,7 @@ impl SoftPromptModel {
         let table = self.lm.output_table();
         let mut sum =
             chunked_cross_entropy_sum(&h, table, &labels, LOSS_CHUNK, None).ctx("LM loss")?;
-        if objective.unlikelihood > 0.0 {
+        if unlikelihood {
             let ul = unlikelihood_sum(&h, table, &candidates).ctx("unlikelihood")?;
             sum = (sum + (ul * objective.unlikelihood).ctx("unlikelihood")?).ctx("LM loss")?;
         }
